@@ -405,18 +405,49 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
     pub async fn reshare(&mut self, mut d: Vec<F>) -> Result<ShareVec<F>, EngineError> {
         let seq = self.session.next_seq();
         let len = d.len();
-        let step = self.plan.reshare_send(self.session.prss(), &mut d).map_err(EngineError::from);
-        let (own, msgs) = self.session.guard(step).await?;
+        let step = self.plan.reshare_send(self.session.prss(), &mut d, seq).map_err(EngineError::from);
+        let (own, sends) = self.session.guard(step).await?;
         let expected = self.session.guard(self.plan.reshare_expected_from().map_err(EngineError::from)).await?;
-        let sends = msgs.into_iter().map(|(p, v)| (p, message::encode_vec(Op::Reshare, seq, &v))).collect();
         let got = self.session.exchange(sends, &expected).await?;
-        let decoded: Result<Vec<(PartyId, Vec<F>)>, EngineError> = got
+        let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
             .iter()
-            .map(|(p, m)| Ok((*p, message::expect_vec::<F>(*p, m, Op::Reshare, seq, Some(len), "reshare")?)))
+            .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, Op::Reshare, seq, len, "reshare")?)))
             .collect();
-        let decoded = self.session.guard(decoded).await?;
-        let step = self.plan.reshare_recv(self.session.prss(), own, decoded, len).map_err(EngineError::from);
+        let payloads = self.session.guard(payloads).await?;
+        let step = self.plan.reshare_recv(self.session.prss(), own, &payloads, len).map_err(EngineError::from);
         self.session.guard(step).await
+    }
+
+    /// Open `a` with messages tagged `op`: send to `to`, combine what comes from `from`.
+    async fn open_with(
+        &mut self,
+        a: &ShareVec<F>,
+        op: Op,
+        to: &[PartyId],
+        from: &[PartyId],
+        combine: fn(&ShamirPlan<F>, &ShareVec<F>, &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError>,
+    ) -> Result<Option<Vec<F>>, EngineError> {
+        let seq = self.session.next_seq();
+        let sends = match to.split_last() {
+            Some((last, rest)) => {
+                let m = message::encode_vec(op, seq, a.expose());
+                let mut v: Vec<(PartyId, Vec<u8>)> = rest.iter().map(|&p| (p, m.clone())).collect();
+                v.push((*last, m));
+                v
+            }
+            None => Vec::new(),
+        };
+        let got = self.session.exchange(sends, from).await?;
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
+            .iter()
+            .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, op, seq, a.len(), "open")?)))
+            .collect();
+        let payloads = self.session.guard(payloads).await?;
+        let r = combine(&self.plan, a, &payloads).map_err(EngineError::from);
+        Ok(Some(self.session.guard(r).await?))
     }
 }
 
@@ -441,22 +472,21 @@ impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
         self.session.guard(check_input(me, owner, self.parties(), values, len)).await?;
         let seq = self.session.next_seq();
         if let (true, Some(v)) = (me == owner, values) {
-            let step = self.plan.input_send(self.session.prss(), v).map_err(EngineError::from);
-            let (own, msgs) = self.session.guard(step).await?;
-            let sends = msgs.into_iter().map(|(p, v)| (p, message::encode_vec(Op::Input, seq, &v))).collect();
+            let step = self.plan.input_send(self.session.prss(), v, seq).map_err(EngineError::from);
+            let (own, sends) = self.session.guard(step).await?;
             self.session.exchange(sends, &[]).await?;
             return Ok(own);
         }
         let needs = self.session.guard(self.plan.input_needs_message(owner).map_err(EngineError::from)).await?;
-        let received = if needs {
-            let got = self.session.exchange(Vec::new(), &[owner]).await?;
-            let m = got.into_iter().next().map(|(_, m)| m).unwrap_or_default();
-            let v = message::expect_vec::<F>(owner, &m, Op::Input, seq, Some(len), "input").map_err(EngineError::from);
-            Some(self.session.guard(v).await?)
-        } else {
-            None
+        let got = if needs { self.session.exchange(Vec::new(), &[owner]).await? } else { Vec::new() };
+        let payload = match got.first() {
+            Some((p, m)) => {
+                let r = message::expect(*p, m, Op::Input, message::domain_code(F::NAME), seq).map_err(EngineError::from);
+                Some(self.session.guard(r).await?)
+            }
+            None => None,
         };
-        let step = self.plan.input_recv(self.session.prss(), owner, len, received).map_err(EngineError::from);
+        let step = self.plan.input_recv(self.session.prss(), owner, len, payload).map_err(EngineError::from);
         self.session.guard(step).await
     }
 
@@ -473,39 +503,23 @@ impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
     }
 
     async fn open(&mut self, a: &ShareVec<F>) -> Result<Vec<F>, EngineError> {
-        let seq = self.session.next_seq();
-        let m = message::encode_vec(Op::Open, seq, a.expose());
-        let sends = self.plan.open_send_to().iter().map(|&p| (p, m.clone())).collect();
+        let to = self.plan.open_send_to().to_vec();
         let from = self.plan.open_recv_from().to_vec();
-        let got = self.session.exchange(sends, &from).await?;
-        let decoded: Result<Vec<Vec<F>>, EngineError> = got
-            .iter()
-            .map(|(p, m)| Ok(message::expect_vec::<F>(*p, m, Op::Open, seq, Some(a.len()), "open")?))
-            .collect();
-        let decoded = self.session.guard(decoded).await?;
-        let r = self.plan.open_combine(a, &decoded).map_err(EngineError::from);
-        self.session.guard(r).await
+        let r = self.open_with(a, Op::Open, &to, &from, ShamirPlan::open_combine).await?;
+        r.ok_or_else(|| EngineError::Usage("opening to all needs at least one peer share".into()))
     }
 
     async fn open_to(&mut self, to: PartyId, a: &ShareVec<F>) -> Result<Option<Vec<F>>, EngineError> {
-        let seq = self.session.next_seq();
         let senders = self.session.guard(self.plan.open_to_senders(to).map_err(EngineError::from)).await?.to_vec();
         let me = self.me();
-        if me == to {
-            let got = self.session.exchange(Vec::new(), &senders).await?;
-            let decoded: Result<Vec<Vec<F>>, EngineError> = got
-                .iter()
-                .map(|(p, m)| Ok(message::expect_vec::<F>(*p, m, Op::OpenTo, seq, Some(a.len()), "open-to")?))
-                .collect();
-            let decoded = self.session.guard(decoded).await?;
-            let r = self.plan.open_to_combine(a, &decoded).map_err(EngineError::from);
-            return Ok(Some(self.session.guard(r).await?));
-        }
-        if senders.contains(&me) {
-            let m = message::encode_vec(Op::OpenTo, seq, a.expose());
-            self.session.exchange(vec![(to, m)], &[]).await?;
-        }
-        Ok(None)
+        let (send_to, from) = if me == to {
+            (Vec::new(), senders)
+        } else if senders.contains(&me) {
+            (vec![to], Vec::new())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        self.open_with(a, Op::OpenTo, &send_to, &from, ShamirPlan::open_to_combine).await
     }
 
     async fn finish(&mut self) -> Result<(), EngineError> {

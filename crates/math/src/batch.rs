@@ -91,6 +91,49 @@ pub fn encode_into<R: Ring>(xs: &[R], out: &mut Vec<u8>) {
     }
 }
 
+fn check_len<R: Ring>(acc_len: usize, bytes: &[u8]) -> Result<(), MathError> {
+    if bytes.len() != acc_len * R::BYTES {
+        return Err(MathError::BadLength {
+            len: bytes.len(),
+            domain: R::NAME,
+            elem: R::BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// `acc[i] += decode(bytes)[i]` without materialising the decoded vector.
+/// `bytes` must hold exactly `acc.len()` canonical elements; on error `acc`
+/// may be partly updated (callers abort).
+pub fn decode_add_assign<R: Ring>(acc: &mut [R], bytes: &[u8]) -> Result<(), MathError> {
+    check_len::<R>(acc.len(), bytes)?;
+    for (index, (a, chunk)) in acc.iter_mut().zip(bytes.chunks_exact(R::BYTES)).enumerate() {
+        match R::read_le(chunk) {
+            Some(x) => *a += x,
+            None => return Err(MathError::NonCanonical { index, domain: R::NAME }),
+        }
+    }
+    Ok(())
+}
+
+/// `acc[i] += c * decode(bytes)[i]` without materialising the decoded vector.
+pub fn decode_scale_add<R: Ring>(acc: &mut [R], c: R, bytes: &[u8]) -> Result<(), MathError> {
+    check_len::<R>(acc.len(), bytes)?;
+    for (index, (a, chunk)) in acc.iter_mut().zip(bytes.chunks_exact(R::BYTES)).enumerate() {
+        match R::read_le(chunk) {
+            Some(x) => *a += c * x,
+            None => return Err(MathError::NonCanonical { index, domain: R::NAME }),
+        }
+    }
+    Ok(())
+}
+
+/// `out[i] = sum_k coeffs[k] * inputs[k][i]` (see [`Ring::lincomb_into`]).
+#[inline]
+pub fn lincomb_into<R: Ring>(out: &mut [R], coeffs: &[R], inputs: &[&[R]]) {
+    R::lincomb_into(out, coeffs, inputs)
+}
+
 /// Decode a vector encoded by [`encode`], rejecting a length that is not a
 /// whole number of elements and any non-canonical element (value >= modulus).
 pub fn decode<R: Ring>(bytes: &[u8]) -> Result<Vec<R>, MathError> {

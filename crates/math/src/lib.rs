@@ -169,6 +169,26 @@ pub trait Ring:
         }
     }
 
+    /// `out[i] = sum_k coeffs[k] * inputs[k][i]` for every `i < out.len()`;
+    /// every input must be at least `out.len()` long. The kernel of
+    /// Lagrange interpolation over vectors.
+    fn lincomb_into(out: &mut [Self], coeffs: &[Self], inputs: &[&[Self]]) {
+        let mut terms = coeffs.iter().zip(inputs);
+        match terms.next() {
+            Some((c, v)) => {
+                for (o, x) in out.iter_mut().zip(v.iter()) {
+                    *o = *c * *x;
+                }
+            }
+            None => out.fill(Self::ZERO),
+        }
+        for (c, v) in terms {
+            for (o, x) in out.iter_mut().zip(v.iter()) {
+                *o += *c * *x;
+            }
+        }
+    }
+
     /// Inner product of two equal-length slices (extra elements of the longer one are ignored).
     fn inner_product(a: &[Self], b: &[Self]) -> Self {
         let mut acc = Self::ZERO;

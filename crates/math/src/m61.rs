@@ -120,6 +120,38 @@ impl Ring for M61 {
         let v = u64::from_le_bytes(arr);
         (v < P).then_some(M61(v))
     }
+    fn lincomb_into(out: &mut [Self], coeffs: &[Self], inputs: &[&[Self]]) {
+        // Lazy reduction: up to 32 products of < 2^122 sum below 2^127.
+        if coeffs.len() > 32 || inputs.len() < coeffs.len() {
+            // Generic path for very wide combinations.
+            let mut terms = coeffs.iter().zip(inputs);
+            out.fill(M61(0));
+            for (c, v) in &mut terms {
+                for (o, x) in out.iter_mut().zip(v.iter()) {
+                    *o = Self::add_(*o, Self::mul_(*c, *x));
+                }
+            }
+            return;
+        }
+        match (coeffs, inputs) {
+            ([c0, c1], [v0, v1]) => {
+                for ((o, x), y) in out.iter_mut().zip(v0.iter()).zip(v1.iter()) {
+                    let acc = c0.0 as u128 * x.0 as u128 + c1.0 as u128 * y.0 as u128;
+                    *o = M61(Self::reduce_wide(acc));
+                }
+            }
+            _ => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let mut acc = 0u128;
+                    for (c, v) in coeffs.iter().zip(inputs) {
+                        acc += c.0 as u128 * v[i].0 as u128;
+                    }
+                    *o = M61(Self::reduce_wide(acc));
+                }
+            }
+        }
+    }
+
     fn inner_product(a: &[Self], b: &[Self]) -> Self {
         // Lazy reduction: each product is < 2^122, so 32 of them sum below 2^127.
         let mut total = 0u64;

@@ -70,6 +70,37 @@ pub fn encode_vec<R: Ring>(op: Op, seq: u32, xs: &[R]) -> Vec<u8> {
     out
 }
 
+/// Start a message of `len` elements of `R`: the header, with capacity for the elements.
+pub fn start_vec<R: Ring>(op: Op, seq: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + len * R::BYTES);
+    out.extend_from_slice(&[op as u8, domain_code(R::NAME), 0, 0]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out
+}
+
+/// Check the header of a vector message and that its payload holds exactly
+/// `len` elements; return the payload (elements still to be validated by the
+/// decoding kernel that consumes them).
+pub fn expect_payload<'a, R: Ring>(
+    peer: PartyId,
+    msg: &'a [u8],
+    op: Op,
+    seq: u32,
+    len: usize,
+    what: &'static str,
+) -> Result<&'a [u8], ProtocolError> {
+    let payload = expect(peer, msg, op, domain_code(R::NAME), seq)?;
+    if payload.len() != len * R::BYTES {
+        return Err(ProtocolError::WrongLength {
+            peer,
+            what,
+            expected: len,
+            got: payload.len() / R::BYTES,
+        });
+    }
+    Ok(payload)
+}
+
 /// Encode a header followed by raw bytes.
 pub fn encode_bytes(op: Op, domain: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());

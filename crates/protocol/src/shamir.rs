@@ -25,7 +25,11 @@ use concord_sharing::lagrange::Lagrange;
 use concord_sharing::shamir::{Completer, ShamirParams};
 use concord_sharing::ShareVec;
 
+use crate::message::{self, Op};
 use crate::prss::Prss;
+
+/// Elements processed per step of the streaming kernels (fits in L1/L2).
+const CHUNK: usize = 4096;
 use crate::{PartyId, ProtocolError};
 
 /// Who sends to whom when one party shares a vector.
@@ -138,31 +142,66 @@ impl<F: Field> ShamirPlan<F> {
         self.route(owner)
     }
 
-    /// Input, owner side: our share and the messages (recipient, shares) to send.
+    /// Input, owner side: our share and the encoded messages (recipient, bytes) to send.
     pub fn input_send(
         &self,
         prss: &mut Prss,
         secret: &[F],
-    ) -> Result<(ShareVec<F>, Vec<(PartyId, Vec<F>)>), ProtocolError> {
-        self.share_from_me(prss, secret)
+        seq: u32,
+    ) -> Result<(ShareVec<F>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
+        let (own, msgs) = self.share_from_me(prss, secret, Op::Input, seq)?;
+        Ok((ShareVec::from_raw(own), msgs))
     }
 
-    /// Share `value` from this party with the PRSS shortcut; returns own share and messages.
+    /// Share `value` from this party with the PRSS shortcut, streaming in
+    /// chunks: draw the t seeded shares, evaluate the other parties' shares by
+    /// Lagrange combination and encode them straight into their messages.
     fn share_from_me(
         &self,
         prss: &mut Prss,
         value: &[F],
-    ) -> Result<(ShareVec<F>, Vec<(PartyId, Vec<F>)>), ProtocolError> {
+        op: Op,
+        seq: u32,
+    ) -> Result<(Vec<F>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
         let route = self.route(self.me)?;
-        let mut fixed = Vec::with_capacity(route.seeded.len());
-        for &j in &route.seeded {
-            fixed.push(prss.draw_to::<F>(j, value.len())?);
+        let len = value.len();
+        let mut msgs: Vec<(PartyId, Vec<u8>)> = route
+            .send_to
+            .iter()
+            .map(|&p| (p, message::start_vec::<F>(op, seq, len)))
+            .collect();
+        let own_row = route.completer.row(route.send_to.len()).ok_or_else(|| {
+            ProtocolError::InvalidParams("sharing plan has no row for the owner".into())
+        })?;
+        let mut own = vec![F::ZERO; len];
+        let mut fixed: Vec<Vec<F>> = vec![vec![F::ZERO; CHUNK.min(len)]; route.seeded.len()];
+        let mut tmp = vec![F::ZERO; CHUNK.min(len)];
+        let mut start = 0;
+        while start < len {
+            let end = (start + CHUNK).min(len);
+            let m = end - start;
+            for (buf, &j) in fixed.iter_mut().zip(&route.seeded) {
+                prss.fill_to::<F>(j, &mut buf[..m])?;
+            }
+            let mut inputs: Vec<&[F]> = Vec::with_capacity(1 + fixed.len());
+            inputs.push(&value[start..end]);
+            inputs.extend(fixed.iter().map(|f| &f[..m]));
+            for (k, (_, msg)) in msgs.iter_mut().enumerate() {
+                let row = route
+                    .completer
+                    .row(k)
+                    .ok_or_else(|| ProtocolError::InvalidParams("sharing plan row missing".into()))?;
+                batch::lincomb_into(&mut tmp[..m], row, &inputs);
+                batch::encode_into(&tmp[..m], msg);
+            }
+            batch::lincomb_into(&mut own[start..end], own_row, &inputs);
+            start = end;
         }
-        let refs: Vec<&[F]> = fixed.iter().map(|v| v.as_slice()).collect();
-        let mut shares = route.completer.complete(value, &refs)?;
-        let own = shares.pop().unwrap_or_default();
-        let msgs = route.send_to.iter().copied().zip(shares).collect();
-        Ok((ShareVec::from_raw(own), msgs))
+        wipe(&mut tmp);
+        for f in fixed.iter_mut() {
+            wipe(f);
+        }
+        Ok((own, msgs))
     }
 
     /// Whether we receive a message when `owner` shares (false: we draw our share from a stream).
@@ -171,32 +210,37 @@ impl<F: Field> ShamirPlan<F> {
     }
 
     /// Input, receiver side: our share of `owner`'s vector of `len` elements.
-    /// `received` is the decoded message, required iff [`Self::input_needs_message`].
+    /// `received` is the message payload, required iff [`Self::input_needs_message`].
     pub fn input_recv(
         &self,
         prss: &mut Prss,
         owner: PartyId,
         len: usize,
-        received: Option<Vec<F>>,
+        received: Option<&[u8]>,
     ) -> Result<ShareVec<F>, ProtocolError> {
         let route = self.route(owner)?;
         if route.seeded.contains(&self.me) {
             return Ok(ShareVec::from_raw(prss.draw_from::<F>(owner, len)?));
         }
-        match received {
-            Some(v) if v.len() == len => Ok(ShareVec::from_raw(v)),
-            Some(v) => Err(ProtocolError::WrongLength {
+        let payload = received.ok_or_else(|| ProtocolError::Malformed {
+            peer: owner,
+            what: "input",
+            reason: "no share received".into(),
+        })?;
+        let v = batch::decode::<F>(payload).map_err(|e| ProtocolError::Malformed {
+            peer: owner,
+            what: "input",
+            reason: e.to_string(),
+        })?;
+        if v.len() != len {
+            return Err(ProtocolError::WrongLength {
                 peer: owner,
                 what: "input",
                 expected: len,
                 got: v.len(),
-            }),
-            None => Err(ProtocolError::Malformed {
-                peer: owner,
-                what: "input",
-                reason: "no share received".into(),
-            }),
+            });
         }
+        Ok(ShareVec::from_raw(v))
     }
 
     fn resharers(&self) -> Result<&(Vec<PartyId>, Vec<F>), ProtocolError> {
@@ -209,42 +253,26 @@ impl<F: Field> ShamirPlan<F> {
         })
     }
 
-    /// Multiplication step 1-2: local products and our degree-t resharing of
-    /// lambda_me * d. Returns our own contribution (if we are a resharer)
-    /// and the messages to send.
-    #[allow(clippy::type_complexity)]
-    pub fn mul_send(
-        &self,
-        prss: &mut Prss,
-        a: &ShareVec<F>,
-        b: &ShareVec<F>,
-    ) -> Result<(Option<Vec<F>>, Vec<(PartyId, Vec<F>)>), ProtocolError> {
-        if a.len() != b.len() {
-            return Err(ProtocolError::LengthMismatch {
-                left: a.len(),
-                right: b.len(),
-            });
-        }
-        let mut d = batch::mul(a.expose(), b.expose());
-        self.reshare_send(prss, &mut d)
-    }
-
-    /// Degree reduction of a local degree-2t share vector `d` (overwritten).
+    /// Degree reduction, steps 1-2: our degree-t resharing of lambda_me * d
+    /// for a local degree-2t share vector `d` (overwritten and wiped).
+    /// Returns our own contribution (if we are a resharer) and the encoded
+    /// messages to send.
     #[allow(clippy::type_complexity)]
     pub fn reshare_send(
         &self,
         prss: &mut Prss,
         d: &mut [F],
-    ) -> Result<(Option<Vec<F>>, Vec<(PartyId, Vec<F>)>), ProtocolError> {
+        seq: u32,
+    ) -> Result<(Option<Vec<F>>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
         let (q, lambda) = self.resharers()?;
         let Some(pos) = q.iter().position(|p| *p == self.me) else {
             wipe(d);
             return Ok((None, Vec::new()));
         };
         batch::scale(d, lambda[pos]);
-        let (own, msgs) = self.share_from_me(prss, d)?;
+        let (own, msgs) = self.share_from_me(prss, d, Op::Reshare, seq)?;
         wipe(d);
-        Ok((Some(own.expose().to_vec()), msgs))
+        Ok((Some(own), msgs))
     }
 
     /// The parties whose resharing message we must receive, in order.
@@ -257,13 +285,13 @@ impl<F: Field> ShamirPlan<F> {
             .collect())
     }
 
-    /// Multiplication step 3: sum our shares of the resharings.
-    /// `received` pairs each party of [`Self::reshare_expected_from`] with its decoded vector.
+    /// Degree reduction, step 3: sum our shares of the resharings.
+    /// `received` pairs each party of [`Self::reshare_expected_from`] with its message payload.
     pub fn reshare_recv(
         &self,
         prss: &mut Prss,
         own: Option<Vec<F>>,
-        received: Vec<(PartyId, Vec<F>)>,
+        received: &[(PartyId, &[u8])],
         len: usize,
     ) -> Result<ShareVec<F>, ProtocolError> {
         let (q, _) = self.resharers()?;
@@ -271,26 +299,24 @@ impl<F: Field> ShamirPlan<F> {
         if acc.len() != len {
             return Err(ProtocolError::LengthMismatch { left: acc.len(), right: len });
         }
+        let mut tmp = vec![F::ZERO; CHUNK.min(len)];
         for &i in q {
-            if i == self.me {
+            if i == self.me || !self.route(i)?.seeded.contains(&self.me) {
                 continue;
             }
-            let route = self.route(i)?;
-            if route.seeded.contains(&self.me) {
-                let v = prss.draw_from::<F>(i, len)?;
-                batch::add_assign(&mut acc, &v);
+            for chunk in acc.chunks_mut(CHUNK) {
+                let m = chunk.len();
+                prss.fill_from::<F>(i, &mut tmp[..m])?;
+                batch::add_assign(chunk, &tmp[..m]);
             }
         }
-        for (i, v) in received {
-            if v.len() != len {
-                return Err(ProtocolError::WrongLength {
-                    peer: i,
-                    what: "reshare",
-                    expected: len,
-                    got: v.len(),
-                });
-            }
-            batch::add_assign(&mut acc, &v);
+        wipe(&mut tmp);
+        for (i, payload) in received {
+            batch::decode_add_assign(&mut acc, payload).map_err(|e| ProtocolError::Malformed {
+                peer: *i,
+                what: "reshare",
+                reason: e.to_string(),
+            })?;
         }
         Ok(ShareVec::from_raw(acc))
     }
@@ -305,12 +331,10 @@ impl<F: Field> ShamirPlan<F> {
         &self.open_recv_from
     }
 
-    /// Opening to all: reconstruct from our share and the received ones (in
-    /// [`Self::open_recv_from`] order). **Reveals the value.**
-    pub fn open_combine(&self, own: &ShareVec<F>, received: &[Vec<F>]) -> Result<Vec<F>, ProtocolError> {
-        let mut shares: Vec<&[F]> = vec![own.expose()];
-        shares.extend(received.iter().map(|v| v.as_slice()));
-        Ok(self.open_lagrange.combine(&shares)?)
+    /// Opening to all: reconstruct from our share and the received payloads
+    /// (in [`Self::open_recv_from`] order). **Reveals the value.**
+    pub fn open_combine(&self, own: &ShareVec<F>, received: &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError> {
+        combine_encoded(&self.open_lagrange, own, received)
     }
 
     /// Opening to party `r`: the parties that send their shares to `r`.
@@ -321,15 +345,40 @@ impl<F: Field> ShamirPlan<F> {
             .ok_or_else(|| ProtocolError::InvalidParams(format!("party {r} out of range")))
     }
 
-    /// Opening to us: reconstruct from our share and the senders' (in
-    /// [`Self::open_to_senders`] order). **Reveals the value.**
-    pub fn open_to_combine(&self, own: &ShareVec<F>, received: &[Vec<F>]) -> Result<Vec<F>, ProtocolError> {
+    /// Opening to us: reconstruct from our share and the senders' payloads
+    /// (in [`Self::open_to_senders`] order). **Reveals the value.**
+    pub fn open_to_combine(&self, own: &ShareVec<F>, received: &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError> {
         let (_, lag) = self
             .open_to
             .get(self.me)
             .ok_or_else(|| ProtocolError::InvalidParams("no plan for opening to us".into()))?;
-        let mut shares: Vec<&[F]> = vec![own.expose()];
-        shares.extend(received.iter().map(|v| v.as_slice()));
-        Ok(lag.combine(&shares)?)
+        combine_encoded(lag, own, received)
     }
+}
+
+/// Interpolate at 0 from our share (first in `lag`'s order) and encoded
+/// shares of the other parties, decoding as we go.
+fn combine_encoded<F: Field>(
+    lag: &Lagrange<F>,
+    own: &ShareVec<F>,
+    received: &[(PartyId, &[u8])],
+) -> Result<Vec<F>, ProtocolError> {
+    let coeffs = lag.coeffs();
+    if coeffs.len() != received.len() + 1 {
+        return Err(ProtocolError::InvalidParams(format!(
+            "{} shares for an interpolation over {}",
+            received.len() + 1,
+            coeffs.len()
+        )));
+    }
+    let mut out = own.expose().to_vec();
+    batch::scale(&mut out, coeffs[0]);
+    for ((peer, payload), c) in received.iter().zip(&coeffs[1..]) {
+        batch::decode_scale_add(&mut out, *c, payload).map_err(|e| ProtocolError::Malformed {
+            peer: *peer,
+            what: "open",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(out)
 }

@@ -86,8 +86,7 @@ impl<F: Field> Lagrange<F> {
             });
         }
         let len = shares.first().map(|s| s.len()).unwrap_or(0);
-        let mut out = vec![F::ZERO; len];
-        for ((&c, s), &p) in self.coeffs.iter().zip(shares).zip(&self.parties) {
+        for (s, &p) in shares.iter().zip(&self.parties) {
             if s.len() != len {
                 return Err(SharingError::LengthMismatch {
                     party: p,
@@ -95,8 +94,9 @@ impl<F: Field> Lagrange<F> {
                     got: s.len(),
                 });
             }
-            batch::scale_add(&mut out, c, s);
         }
+        let mut out = vec![F::ZERO; len];
+        batch::lincomb_into(&mut out, &self.coeffs, shares);
         Ok(out)
     }
 }

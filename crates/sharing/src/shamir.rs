@@ -160,6 +160,12 @@ impl<F: Field> Completer<F> {
         &self.targets
     }
 
+    /// Coefficients of target `k` (in [`Self::targets`] order) over
+    /// `[secret, fixed_0, ..., fixed_{t-1}]`, for callers that stream.
+    pub fn row(&self, k: usize) -> Option<&[F]> {
+        self.rows.get(k).map(|r| r.coeffs())
+    }
+
     /// Shares of the targets, given the secret and the fixed shares (in [`Self::fixed`] order).
     pub fn complete(&self, secret: &[F], fixed_shares: &[&[F]]) -> Result<Vec<Vec<F>>, SharingError> {
         let mut inputs: Vec<&[F]> = Vec::with_capacity(1 + fixed_shares.len());

@@ -534,7 +534,10 @@ impl Reassembler {
         if self.buf.len() != start.saturating_add(len) {
             let got = self.buf.len().saturating_sub(start);
             self.reset();
-            return Err(WireError::LengthMismatch { announced: len, got });
+            return Err(WireError::LengthMismatch {
+                announced: len,
+                got,
+            });
         }
         if more {
             Ok(None)
@@ -544,7 +547,11 @@ impl Reassembler {
     }
 
     /// Add one Data frame; returns the message if this frame completes it.
-    pub fn push(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    pub fn push(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, WireError> {
         if payload.len() != header.payload_len() {
             self.reset();
             return Err(WireError::LengthMismatch {

@@ -65,7 +65,10 @@ fn rejects_each_bad_field() {
     for k in [0u8, 5, 255] {
         let mut b = good;
         b[5] = k;
-        assert_eq!(decode_header(&b, lim), Err(WireError::UnknownKind { got: k }));
+        assert_eq!(
+            decode_header(&b, lim),
+            Err(WireError::UnknownKind { got: k })
+        );
     }
     let mut b = good;
     b[6] = 0x02;
@@ -176,7 +179,9 @@ fn split_sizes() {
     // 16 MiB in 1 MiB frames.
     let frames: Vec<_> = split_message(16 << 20, DEFAULT_MAX_FRAME_PAYLOAD).collect();
     assert_eq!(frames.len(), 16);
-    assert!(frames.iter().all(|(r, _)| r.len() == DEFAULT_MAX_FRAME_PAYLOAD));
+    assert!(frames
+        .iter()
+        .all(|(r, _)| r.len() == DEFAULT_MAX_FRAME_PAYLOAD));
     // Zero frame size does not loop forever.
     assert_eq!(split_message(3, 0).count(), 3);
 }
@@ -186,7 +191,10 @@ fn reassembler_limits_and_errors() {
     let mut r = Reassembler::new(10);
     assert_eq!(r.push(&data(4, true), &[1; 4]), Ok(None));
     assert!(r.in_progress());
-    assert_eq!(r.push(&data(6, false), &[2; 6]), Ok(Some(vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2])));
+    assert_eq!(
+        r.push(&data(6, false), &[2; 6]),
+        Ok(Some(vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2]))
+    );
     assert!(!r.in_progress());
     // Exceeding the limit across frames.
     assert_eq!(r.push(&data(8, true), &[0; 8]), Ok(None));
@@ -205,9 +213,14 @@ fn reassembler_limits_and_errors() {
     );
     // Wrong kind.
     let h = FrameHeader::new(FrameKind::Close, SID, 0);
-    assert!(matches!(r.push(&h, &[]), Err(WireError::UnexpectedKind { .. })));
+    assert!(matches!(
+        r.push(&h, &[]),
+        Err(WireError::UnexpectedKind { .. })
+    ));
     // start/finish with too few bytes appended.
-    r.start_frame(&data(5, false)).unwrap().extend_from_slice(&[1, 2]);
+    r.start_frame(&data(5, false))
+        .unwrap()
+        .extend_from_slice(&[1, 2]);
     assert_eq!(
         r.finish_frame(),
         Err(WireError::LengthMismatch {
@@ -247,20 +260,22 @@ fn arb_kind() -> impl Strategy<Value = FrameKind> {
 }
 
 fn arb_header() -> impl Strategy<Value = FrameHeader> {
-    (arb_kind(), any::<bool>(), any::<[u8; 16]>(), any::<u32>()).prop_map(|(kind, more, sid, len)| {
-        let (more, len) = match kind {
-            FrameKind::Data => (more, len),
-            FrameKind::Hello => (false, HELLO_LEN as u32),
-            FrameKind::Close => (false, 0),
-            FrameKind::Abort => (false, len % (MAX_ABORT_REASON as u32 + 1)),
-        };
-        FrameHeader {
-            kind,
-            more,
-            session_id: sid,
-            len,
-        }
-    })
+    (arb_kind(), any::<bool>(), any::<[u8; 16]>(), any::<u32>()).prop_map(
+        |(kind, more, sid, len)| {
+            let (more, len) = match kind {
+                FrameKind::Data => (more, len),
+                FrameKind::Hello => (false, HELLO_LEN as u32),
+                FrameKind::Close => (false, 0),
+                FrameKind::Abort => (false, len % (MAX_ABORT_REASON as u32 + 1)),
+            };
+            FrameHeader {
+                kind,
+                more,
+                session_id: sid,
+                len,
+            }
+        },
+    )
 }
 
 proptest! {

@@ -1,0 +1,735 @@
+//! `concord bench`: whole-protocol benchmarks over the simulated network
+//! (all parties in this process) or loopback TLS (one OS process per party).
+//!
+//! Inputs are pseudo-random 32-bit integers derived from `--seed`, the same
+//! at every run, so every party can check the opened result.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use concord_engine::{AdditiveEngine, EngineError, Mpc, ShamirEngine};
+use concord_math::{batch, Field, Ring, M127, M61, Z64};
+use concord_net::sim::{self, LinkParams};
+use concord_net::tls::{Identity, TlsConfig, TlsPeer, TlsTransport};
+use concord_net::Transport;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::local::{peak_rss_bytes, run_parties};
+
+/// What to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Element-wise product of two shared vectors (inputs of parties 0 and 1), opened.
+    Mul,
+    /// Inner product of two shared vectors, opened.
+    InnerProduct,
+    /// Every party inputs a vector; the element-wise sum is opened.
+    Sum,
+    /// A shared vector is opened.
+    Open,
+}
+
+/// The arithmetic domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Domain {
+    /// GF(2^61 - 1).
+    M61,
+    /// GF(2^127 - 1).
+    M127,
+    /// Z/2^64 (additive sharing only).
+    Z64,
+}
+
+/// The sharing scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// t-of-n Shamir, honest majority (fields only).
+    Shamir,
+    /// n-of-n additive with Beaver triples from the insecure dealer test double.
+    Additive,
+}
+
+/// The network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// One OS process per party, mutually authenticated TLS 1.3 over loopback.
+    Tls,
+    /// All parties in this process over the simulated network.
+    Sim,
+}
+
+/// Arguments of `concord bench`.
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct BenchArgs {
+    /// Workload.
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// Number of elements.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub size: usize,
+    /// Number of parties.
+    #[arg(long, default_value_t = 3)]
+    pub parties: usize,
+    /// Threshold t (Shamir; default (n-1)/2). Additive sharing always tolerates n-1.
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// Arithmetic domain.
+    #[arg(long, value_enum, default_value = "m61")]
+    pub domain: Domain,
+    /// Sharing scheme (default: shamir for m61/m127, additive for z64).
+    #[arg(long, value_enum)]
+    pub scheme: Option<Scheme>,
+    /// Network.
+    #[arg(long, value_enum, default_value = "tls")]
+    pub transport: TransportKind,
+    /// One-way link latency in milliseconds (sim only).
+    #[arg(long, default_value_t = 0.0)]
+    pub latency_ms: f64,
+    /// Link bandwidth in megabits per second (sim only; default unlimited).
+    #[arg(long)]
+    pub bandwidth_mbps: Option<f64>,
+    /// Packet loss probability in [0, 0.9] (sim only).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Jitter bound in milliseconds (sim only).
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter_ms: f64,
+    /// Seed for inputs and the simulated network.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seconds any party waits for a peer before aborting.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    fn scheme(&self) -> Scheme {
+        self.scheme.unwrap_or(match self.domain {
+            Domain::Z64 => Scheme::Additive,
+            _ => Scheme::Shamir,
+        })
+    }
+
+    fn threshold(&self) -> usize {
+        match self.scheme() {
+            Scheme::Additive => self.parties.saturating_sub(1),
+            Scheme::Shamir => self.threshold.unwrap_or(self.parties.saturating_sub(1) / 2),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.size == 0 {
+            bail!("--size must be at least 1");
+        }
+        if !(2..=64).contains(&self.parties) {
+            bail!("--parties must be between 2 and 64, got {}", self.parties);
+        }
+        match self.scheme() {
+            Scheme::Shamir => {
+                if self.domain == Domain::Z64 {
+                    bail!("Shamir sharing needs a field: use --domain m61 or m127, or --scheme additive with z64");
+                }
+                let t = self.threshold();
+                if t == 0 || t >= self.parties {
+                    bail!("--threshold must satisfy 1 <= t < n = {}, got {t}", self.parties);
+                }
+                let needs_mul = matches!(self.workload, Workload::Mul | Workload::InnerProduct);
+                if needs_mul && self.parties < 2 * t + 1 {
+                    bail!(
+                        "{:?} multiplies, which with Shamir sharing needs n >= 2t + 1; n = {}, t = {t}",
+                        self.workload,
+                        self.parties
+                    );
+                }
+            }
+            Scheme::Additive => {
+                if let Some(t) = self.threshold {
+                    if t != self.parties - 1 {
+                        bail!("additive sharing is n-of-n: its threshold is n - 1 = {}, not {t}", self.parties - 1);
+                    }
+                }
+            }
+        }
+        let sim_only = self.latency_ms != 0.0 || self.bandwidth_mbps.is_some() || self.loss != 0.0 || self.jitter_ms != 0.0;
+        if self.transport == TransportKind::Tls && sim_only {
+            bail!("--latency-ms, --bandwidth-mbps, --loss and --jitter-ms shape the simulated network: add --transport sim");
+        }
+        if !(self.latency_ms.is_finite() && self.latency_ms >= 0.0 && self.jitter_ms.is_finite() && self.jitter_ms >= 0.0) {
+            bail!("--latency-ms and --jitter-ms must be non-negative");
+        }
+        if let Some(b) = self.bandwidth_mbps {
+            if !(b.is_finite() && b > 0.0) {
+                bail!("--bandwidth-mbps must be positive, got {b}");
+            }
+        }
+        if !(0.0..=0.9).contains(&self.loss) {
+            bail!("--loss must be in [0, 0.9], got {}", self.loss);
+        }
+        Ok(())
+    }
+}
+
+/// What one party measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PartyReport {
+    party: usize,
+    setup_seconds: f64,
+    preprocessing_seconds: f64,
+    online_seconds: f64,
+    online_rounds: u64,
+    online_bytes_sent: u64,
+    online_bytes_received: u64,
+    setup_bytes_sent: u64,
+    total_rounds: u64,
+    wire_bytes_sent: u64,
+    peak_rss_bytes: u64,
+    correct: bool,
+}
+
+/// Deterministic inputs of party `p`: 32-bit integers.
+fn inputs<R: Ring>(seed: u64, p: usize, len: usize) -> Vec<R> {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed ^ ((p as u64 + 1) << 32));
+    (0..len).map(|_| R::from_u64(rng.next_u32() as u64)).collect()
+}
+
+/// Run the workload on an engine whose setup started at `t0`.
+async fn run_workload<M: Mpc>(
+    mpc: &mut M,
+    args: &BenchArgs,
+    t0: Instant,
+    preprocessing_seconds: f64,
+) -> Result<PartyReport, EngineError> {
+    let (me, n, len) = (mpc.me(), mpc.parties(), args.size);
+    let own: Vec<M::Elem> = inputs(args.seed, me, len);
+    // Setup: share inputs.
+    let mut shared = Vec::new();
+    let owners: Vec<usize> = match args.workload {
+        Workload::Mul | Workload::InnerProduct => vec![0, 1],
+        Workload::Sum => (0..n).collect(),
+        Workload::Open => vec![0],
+    };
+    for &o in &owners {
+        shared.push(mpc.input(o, (o == me).then_some(&own[..]), len).await?);
+    }
+    let setup_seconds = t0.elapsed().as_secs_f64();
+    let before = mpc.stats();
+    // Online.
+    let t1 = Instant::now();
+    let (opened, expect) = match args.workload {
+        Workload::Mul => {
+            let z = mpc.mul(&shared[0], &shared[1]).await?;
+            let out = mpc.open(&z).await?;
+            (out, None)
+        }
+        Workload::InnerProduct => {
+            let z = mpc.inner_product(&shared[0], &shared[1]).await?;
+            (mpc.open(&z).await?, None)
+        }
+        Workload::Sum => {
+            let mut acc = shared[0].clone();
+            for s in &shared[1..] {
+                acc = mpc.add(&acc, s)?;
+            }
+            (mpc.open(&acc).await?, None)
+        }
+        Workload::Open => (mpc.open(&shared[0]).await?, Some(inputs::<M::Elem>(args.seed, 0, len))),
+    };
+    let online_seconds = t1.elapsed().as_secs_f64();
+    let after = mpc.stats();
+    // Check against the plaintext (outside the timed part).
+    let expect = expect.unwrap_or_else(|| {
+        let (x, y): (Vec<M::Elem>, Vec<M::Elem>) = (inputs(args.seed, 0, len), inputs(args.seed, 1, len));
+        match args.workload {
+            Workload::Mul => batch::mul(&x, &y),
+            Workload::InnerProduct => vec![batch::inner_product(&x, &y)],
+            _ => {
+                let mut acc = vec![M::Elem::ZERO; len];
+                for p in 0..n {
+                    batch::add_assign(&mut acc, &inputs::<M::Elem>(args.seed, p, len));
+                }
+                acc
+            }
+        }
+    });
+    let correct = opened == expect;
+    mpc.finish().await?;
+    Ok(PartyReport {
+        party: me,
+        setup_seconds,
+        preprocessing_seconds,
+        online_seconds,
+        online_rounds: after.rounds - before.rounds,
+        online_bytes_sent: after.bytes_sent - before.bytes_sent,
+        online_bytes_received: after.bytes_received - before.bytes_received,
+        setup_bytes_sent: before.bytes_sent,
+        total_rounds: mpc.stats().rounds,
+        wire_bytes_sent: 0,
+        peak_rss_bytes: 0,
+        correct,
+    })
+}
+
+async fn shamir<F: Field, T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
+    let mut rng = ChaCha12Rng::seed_from_u64(args.seed.wrapping_add(net.me() as u64 * 7919));
+    let mut mpc = ShamirEngine::<F, T>::new(net, args.threshold(), &mut rng).await?;
+    let mut r = run_workload(&mut mpc, args, t0, 0.0).await?;
+    r.wire_bytes_sent = mpc.session().transport().stats().wire_bytes_sent;
+    Ok(r)
+}
+
+async fn additive<R: Ring, T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
+    let mut rng = ChaCha12Rng::seed_from_u64(args.seed.wrapping_add(net.me() as u64 * 7919));
+    let mut mpc = AdditiveEngine::<R, T, _>::with_insecure_dealer(net, &mut rng).await?;
+    let tp = Instant::now();
+    if matches!(args.workload, Workload::Mul | Workload::InnerProduct) {
+        mpc.preprocess(args.size).await?;
+    }
+    let prep = tp.elapsed().as_secs_f64();
+    let mut r = run_workload(&mut mpc, args, t0, prep).await?;
+    r.wire_bytes_sent = mpc.session().transport().stats().wire_bytes_sent;
+    Ok(r)
+}
+
+/// One party's whole run on transport `net`; setup timing starts at `t0`.
+async fn party_main<T: Transport>(net: T, args: BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
+    match (args.domain, args.scheme()) {
+        (Domain::M61, Scheme::Shamir) => shamir::<M61, T>(net, &args, t0).await,
+        (Domain::M127, Scheme::Shamir) => shamir::<M127, T>(net, &args, t0).await,
+        (Domain::M61, Scheme::Additive) => additive::<M61, T>(net, &args, t0).await,
+        (Domain::M127, Scheme::Additive) => additive::<M127, T>(net, &args, t0).await,
+        (Domain::Z64, _) => additive::<Z64, T>(net, &args, t0).await,
+    }
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed}] {msg}") {
+        pb.set_style(style);
+    }
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// `concord bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    args.validate()?;
+    let pb = spinner(&format!(
+        "{:?}: {} elements, {} parties over {:?}",
+        args.workload, args.size, args.parties, args.transport
+    ));
+    let wall = Instant::now();
+    let reports = match args.transport {
+        TransportKind::Sim => run_sim(&args)?,
+        TransportKind::Tls => run_tls(&args, &pb)?,
+    };
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let summary = summarise(&args, &reports, wall_seconds)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_table(&summary);
+    }
+    if !summary.correct {
+        bail!("the opened result differs from the plaintext result");
+    }
+    Ok(())
+}
+
+fn run_sim(args: &BenchArgs) -> Result<Vec<PartyReport>> {
+    let params = LinkParams {
+        latency: Duration::from_secs_f64(args.latency_ms / 1000.0),
+        bandwidth: args.bandwidth_mbps.map(|m| m * 1e6 / 8.0),
+        jitter: Duration::from_secs_f64(args.jitter_ms / 1000.0),
+        loss: args.loss,
+        recv_timeout: Duration::from_secs(args.timeout_secs),
+        ..LinkParams::default()
+    };
+    let nets = sim::network(args.parties, params, args.seed)?;
+    let t0 = Instant::now();
+    let a = args.clone();
+    let results = run_parties(nets, move |net| party_main(net, a.clone(), t0))?;
+    let rss = peak_rss_bytes();
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.map(|mut r| {
+                r.peak_rss_bytes = rss;
+                r
+            })
+            .map_err(|e| anyhow!("party {i}: {e}"))
+        })
+        .collect()
+}
+
+/// Private working directory for one TLS run (certificates and keys), removed on drop.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create() -> Result<Self> {
+        let mut tag = [0u8; 8];
+        ChaCha12Rng::from_os_rng().fill_bytes(&mut tag);
+        let dir = std::env::temp_dir().join(format!("concord-bench-{}-{}", std::process::id(), concord_net::hex(&tag)));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        set_mode(&dir, 0o700)?;
+        Ok(RunDir(dir))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, "").with_context(|| format!("writing {}", path.display()))?;
+    set_mode(path, 0o600)?;
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+struct ChildParty {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for ChildParty {
+    fn drop(&mut self) {
+        // A party still running when we give up is stopped, never orphaned.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+enum Line {
+    Port(usize, u16),
+    Phase(usize, String),
+    Report(usize, Box<PartyReport>),
+    Exit(usize),
+}
+
+fn run_tls(args: &BenchArgs, pb: &ProgressBar) -> Result<Vec<PartyReport>> {
+    let n = args.parties;
+    let dir = RunDir::create()?;
+    pb.set_message(format!("generating {n} TLS identities"));
+    let mut fingerprints = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = Identity::generate(&format!("concord-bench-party-{i}"))?;
+        fingerprints.push(concord_net::hex(&id.fingerprint()));
+        std::fs::write(dir.0.join(format!("party-{i}.crt")), id.cert_pem())?;
+        write_secret(&dir.0.join(format!("party-{i}.key")), &id.key_pem())?;
+    }
+    std::fs::write(dir.0.join("fingerprints"), fingerprints.join("\n"))?;
+    let mut session = [0u8; 16];
+    ChaCha12Rng::from_os_rng().fill_bytes(&mut session);
+    let spec = serde_json::to_string(args)?;
+    let exe = std::env::current_exe().context("locating the concord executable")?;
+    let (tx, rx) = mpsc::channel::<Line>();
+    let mut children = Vec::with_capacity(n);
+    pb.set_message(format!("starting {n} party processes"));
+    for i in 0..n {
+        let mut child = Command::new(&exe)
+            .arg("bench-party")
+            .args(["--party", &i.to_string()])
+            .arg("--dir")
+            .arg(&dir.0)
+            .args(["--session", &concord_net::hex(&session), "--spec", &spec])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting party {i}"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("party {i}: no stdout"))?;
+        let stdin = child.stdin.take();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let msg = if let Some(p) = line.strip_prefix("PORT ") {
+                    p.trim().parse().ok().map(|p| Line::Port(i, p))
+                } else if let Some(p) = line.strip_prefix("PHASE ") {
+                    Some(Line::Phase(i, p.to_string()))
+                } else if let Some(r) = line.strip_prefix("REPORT ") {
+                    serde_json::from_str(r).ok().map(|r| Line::Report(i, Box::new(r)))
+                } else {
+                    None
+                };
+                if let Some(m) = msg {
+                    let _ = tx.send(m);
+                }
+            }
+            let _ = tx.send(Line::Exit(i));
+        });
+        children.push(ChildParty { child, stdin });
+    }
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs + 30);
+    let wait = |rx: &mpsc::Receiver<Line>| -> Result<Line> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).map_err(|_| anyhow!("the parties did not finish in time"))
+    };
+    // Collect ports, then tell every party where the others listen.
+    let mut ports = vec![None; n];
+    while ports.iter().any(Option::is_none) {
+        match wait(&rx)? {
+            Line::Port(i, p) => ports[i] = Some(p),
+            Line::Exit(i) => bail!("party {i} exited before listening (see its error above)"),
+            _ => {}
+        }
+    }
+    let list: Vec<String> = ports.iter().map(|p| p.unwrap_or(0).to_string()).collect();
+    for (i, c) in children.iter_mut().enumerate() {
+        if let Some(mut stdin) = c.stdin.take() {
+            writeln!(stdin, "PEERS {}", list.join(",")).with_context(|| format!("telling party {i} its peers"))?;
+        }
+    }
+    pb.set_message("parties connecting over TLS".to_string());
+    let mut reports: Vec<Option<PartyReport>> = vec![None; n];
+    let mut exited = vec![false; n];
+    while exited.iter().any(|e| !e) {
+        match wait(&rx)? {
+            Line::Report(i, r) => reports[i] = Some(*r),
+            Line::Phase(i, p) => pb.set_message(format!("party {i}: {p}")),
+            Line::Exit(i) => exited[i] = true,
+            Line::Port(..) => {}
+        }
+    }
+    for (i, c) in children.iter_mut().enumerate() {
+        let status = c.child.wait().with_context(|| format!("waiting for party {i}"))?;
+        if !status.success() {
+            bail!("party {i} failed ({status}); its error is printed above");
+        }
+    }
+    reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.ok_or_else(|| anyhow!("party {i} sent no report")))
+        .collect()
+}
+
+/// Arguments of the hidden `concord bench-party`.
+#[derive(Args, Clone, Debug)]
+pub struct PartyArgs {
+    /// This party's index.
+    #[arg(long)]
+    party: usize,
+    /// Directory with every party's certificate and this party's key.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Session id (32 hex digits).
+    #[arg(long)]
+    session: String,
+    /// The benchmark arguments, as JSON.
+    #[arg(long)]
+    spec: String,
+}
+
+fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let s = s.trim();
+    if s.len() != 2 * N || !s.is_ascii() {
+        bail!("{what} must be {} hex digits, got {:?}", 2 * N, s);
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).with_context(|| format!("{what} is not hex: {s:?}"))?;
+    }
+    Ok(out)
+}
+
+/// `concord bench-party`: one party of a TLS benchmark.
+pub fn run_party(p: PartyArgs) -> Result<()> {
+    let args: BenchArgs = serde_json::from_str(&p.spec).context("parsing --spec")?;
+    args.validate()?;
+    let me = p.party;
+    let session = parse_hex::<16>(&p.session, "--session")?;
+    let cert = std::fs::read_to_string(p.dir.join(format!("party-{me}.crt")))?;
+    let key = std::fs::read_to_string(p.dir.join(format!("party-{me}.key")))?;
+    let identity = Identity::from_pem(&cert, &key)?;
+    let fps = std::fs::read_to_string(p.dir.join("fingerprints"))?;
+    let fps: Vec<[u8; 32]> = fps.lines().map(|l| parse_hex::<32>(l, "fingerprint")).collect::<Result<_>>()?;
+    if fps.len() != args.parties || me >= args.parties {
+        bail!("party {me}: {} fingerprints for {} parties", fps.len(), args.parties);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let port = listener.local_addr()?.port();
+    let mut out = std::io::stdout();
+    writeln!(out, "PORT {port}")?;
+    out.flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let ports: Vec<u16> = line
+        .trim()
+        .strip_prefix("PEERS ")
+        .ok_or_else(|| anyhow!("party {me}: expected PEERS line, got {line:?}"))?
+        .split(',')
+        .map(|s| s.parse::<u16>().with_context(|| format!("bad port {s:?}")))
+        .collect::<Result<_>>()?;
+    if ports.len() != args.parties {
+        bail!("party {me}: {} ports for {} parties", ports.len(), args.parties);
+    }
+    let peers = ports
+        .iter()
+        .zip(&fps)
+        .map(|(port, fp)| TlsPeer {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+            fingerprint: *fp,
+        })
+        .collect();
+    let mut cfg = TlsConfig::new(me, identity, peers, session);
+    cfg.recv_timeout = Duration::from_secs(args.timeout_secs);
+    cfg.connect_timeout = Duration::from_secs(args.timeout_secs.min(30));
+    let t0 = Instant::now();
+    let net = rt.block_on(TlsTransport::establish(cfg, listener)).map_err(|e| anyhow!("party {me}: {e}"))?;
+    writeln!(out, "PHASE connected")?;
+    let mut report = rt
+        .block_on(party_main(net, args, t0))
+        .map_err(|e| anyhow!("party {me}: {e}"))?;
+    report.peak_rss_bytes = peak_rss_bytes();
+    writeln!(out, "REPORT {}", serde_json::to_string(&report)?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The summary printed by `concord bench`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    workload: Workload,
+    size: usize,
+    parties: usize,
+    threshold: usize,
+    domain: Domain,
+    scheme: Scheme,
+    transport: TransportKind,
+    setup_seconds: f64,
+    preprocessing_seconds: f64,
+    online_seconds: f64,
+    wall_seconds: f64,
+    ops_per_second: f64,
+    rounds: u64,
+    bytes_sent_per_party: u64,
+    bytes_sent_per_op: f64,
+    setup_bytes_sent_per_party: u64,
+    wire_bytes_sent_per_party: u64,
+    total_rounds: u64,
+    peak_rss_bytes: u64,
+    correct: bool,
+    link: Option<LinkSummary>,
+}
+
+/// Simulated link parameters, echoed in the summary.
+#[derive(Debug, Serialize)]
+pub struct LinkSummary {
+    latency_ms: f64,
+    bandwidth_mbps: Option<f64>,
+    loss: f64,
+    jitter_ms: f64,
+}
+
+fn summarise(args: &BenchArgs, reports: &[PartyReport], wall_seconds: f64) -> Result<Summary> {
+    if reports.is_empty() {
+        bail!("no party reported");
+    }
+    let max_f = |f: fn(&PartyReport) -> f64| reports.iter().map(f).fold(0.0, f64::max);
+    let max_u = |f: fn(&PartyReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
+    let online = max_f(|r| r.online_seconds);
+    let bytes = max_u(|r| r.online_bytes_sent);
+    Ok(Summary {
+        workload: args.workload,
+        size: args.size,
+        parties: args.parties,
+        threshold: args.threshold(),
+        domain: args.domain,
+        scheme: args.scheme(),
+        transport: args.transport,
+        setup_seconds: max_f(|r| r.setup_seconds),
+        preprocessing_seconds: max_f(|r| r.preprocessing_seconds),
+        online_seconds: online,
+        wall_seconds,
+        ops_per_second: if online > 0.0 { args.size as f64 / online } else { 0.0 },
+        rounds: max_u(|r| r.online_rounds),
+        bytes_sent_per_party: bytes,
+        bytes_sent_per_op: bytes as f64 / args.size as f64,
+        setup_bytes_sent_per_party: max_u(|r| r.setup_bytes_sent),
+        wire_bytes_sent_per_party: max_u(|r| r.wire_bytes_sent),
+        total_rounds: max_u(|r| r.total_rounds),
+        peak_rss_bytes: max_u(|r| r.peak_rss_bytes),
+        correct: reports.iter().all(|r| r.correct),
+        link: (args.transport == TransportKind::Sim).then_some(LinkSummary {
+            latency_ms: args.latency_ms,
+            bandwidth_mbps: args.bandwidth_mbps,
+            loss: args.loss,
+            jitter_ms: args.jitter_ms,
+        }),
+    })
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.2} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn print_table(s: &Summary) {
+    let rss_note = if s.transport == TransportKind::Sim { " (whole process, all parties)" } else { "" };
+    println!(
+        "concord bench {:?}: {} elements, {} parties, t = {}, {:?} {:?}, {:?} transport",
+        s.workload, s.size, s.parties, s.threshold, s.domain, s.scheme, s.transport
+    );
+    if let Some(l) = &s.link {
+        println!(
+            "  link: latency {} ms, bandwidth {}, loss {}, jitter {} ms",
+            l.latency_ms,
+            l.bandwidth_mbps.map_or("unlimited".to_string(), |b| format!("{b} Mbit/s")),
+            l.loss,
+            l.jitter_ms
+        );
+    }
+    let rows = [
+        ("setup", format!("{:.4} s  (connect, handshake, seed agreement, input sharing)", s.setup_seconds)),
+        ("preprocessing", format!("{:.4} s  (within setup; insecure dealer double for additive)", s.preprocessing_seconds)),
+        ("online", format!("{:.4} s  (inputs shared -> result opened)", s.online_seconds)),
+        ("wall", format!("{:.4} s  (whole run, all parties)", s.wall_seconds)),
+        ("ops/second", format!("{:.0}", s.ops_per_second)),
+        ("rounds", format!("{} online, {} in all", s.rounds, s.total_rounds)),
+        ("bytes sent/party", format!("{} online ({:.2} B per op), {} in setup", human_bytes(s.bytes_sent_per_party), s.bytes_sent_per_op, human_bytes(s.setup_bytes_sent_per_party))),
+        ("wire bytes/party", human_bytes(s.wire_bytes_sent_per_party)),
+        ("peak memory", format!("{}{rss_note}", human_bytes(s.peak_rss_bytes))),
+        ("result", (if s.correct { "matches plaintext" } else { "MISMATCH" }).to_string()),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<18} {v}");
+    }
+}
