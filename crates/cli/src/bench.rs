@@ -115,6 +115,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Fault injection for tests: this party's process exits abruptly after connecting.
+    #[arg(long, hide = true)]
+    pub crash_party: Option<usize>,
 }
 
 impl BenchArgs {
@@ -165,11 +168,16 @@ impl BenchArgs {
                 }
             }
         }
-        let sim_only = self.latency_ms != 0.0 || self.bandwidth_mbps.is_some() || self.loss != 0.0 || self.jitter_ms != 0.0;
+        let sim_only =
+            self.latency_ms != 0.0 || self.bandwidth_mbps.is_some() || self.loss != 0.0 || self.jitter_ms != 0.0;
         if self.transport == TransportKind::Tls && sim_only {
             bail!("--latency-ms, --bandwidth-mbps, --loss and --jitter-ms shape the simulated network: add --transport sim");
         }
-        if !(self.latency_ms.is_finite() && self.latency_ms >= 0.0 && self.jitter_ms.is_finite() && self.jitter_ms >= 0.0) {
+        if !(self.latency_ms.is_finite()
+            && self.latency_ms >= 0.0
+            && self.jitter_ms.is_finite()
+            && self.jitter_ms >= 0.0)
+        {
             bail!("--latency-ms and --jitter-ms must be non-negative");
         }
         if let Some(b) = self.bandwidth_mbps {
@@ -402,7 +410,8 @@ impl Drop for RunDir {
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
 }
 
 #[cfg(not(unix))]
@@ -523,17 +532,17 @@ fn run_tls(args: &BenchArgs, pb: &ProgressBar) -> Result<Vec<PartyReport>> {
             Line::Port(..) => {}
         }
     }
+    let mut failed = Vec::new();
     for (i, c) in children.iter_mut().enumerate() {
         let status = c.child.wait().with_context(|| format!("waiting for party {i}"))?;
         if !status.success() {
-            bail!("party {i} failed ({status}); its error is printed above");
+            failed.push(format!("party {i} ({status})"));
         }
     }
-    reports
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| r.ok_or_else(|| anyhow!("party {i} sent no report")))
-        .collect()
+    if !failed.is_empty() {
+        bail!("the run failed: {}; each party's error is printed above", failed.join(", "));
+    }
+    reports.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| anyhow!("party {i} sent no report"))).collect()
 }
 
 /// Arguments of the hidden `concord bench-party`.
@@ -600,10 +609,7 @@ pub fn run_party(p: PartyArgs) -> Result<()> {
     let peers = ports
         .iter()
         .zip(&fps)
-        .map(|(port, fp)| TlsPeer {
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
-            fingerprint: *fp,
-        })
+        .map(|(port, fp)| TlsPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 1], *port)), fingerprint: *fp })
         .collect();
     let mut cfg = TlsConfig::new(me, identity, peers, session);
     cfg.recv_timeout = Duration::from_secs(args.timeout_secs);
@@ -611,9 +617,11 @@ pub fn run_party(p: PartyArgs) -> Result<()> {
     let t0 = Instant::now();
     let net = rt.block_on(TlsTransport::establish(cfg, listener)).map_err(|e| anyhow!("party {me}: {e}"))?;
     writeln!(out, "PHASE connected")?;
-    let mut report = rt
-        .block_on(party_main(net, args, t0))
-        .map_err(|e| anyhow!("party {me}: {e}"))?;
+    if args.crash_party == Some(me) {
+        // Simulated crash: no abort message, no goodbye.
+        std::process::exit(3);
+    }
+    let mut report = rt.block_on(party_main(net, args, t0)).map_err(|e| anyhow!("party {me}: {e}"))?;
     report.peak_rss_bytes = peak_rss_bytes();
     writeln!(out, "REPORT {}", serde_json::to_string(&report)?)?;
     out.flush()?;
@@ -719,12 +727,23 @@ fn print_table(s: &Summary) {
     }
     let rows = [
         ("setup", format!("{:.4} s  (connect, handshake, seed agreement, input sharing)", s.setup_seconds)),
-        ("preprocessing", format!("{:.4} s  (within setup; insecure dealer double for additive)", s.preprocessing_seconds)),
+        (
+            "preprocessing",
+            format!("{:.4} s  (within setup; insecure dealer double for additive)", s.preprocessing_seconds),
+        ),
         ("online", format!("{:.4} s  (inputs shared -> result opened)", s.online_seconds)),
         ("wall", format!("{:.4} s  (whole run, all parties)", s.wall_seconds)),
         ("ops/second", format!("{:.0}", s.ops_per_second)),
         ("rounds", format!("{} online, {} in all", s.rounds, s.total_rounds)),
-        ("bytes sent/party", format!("{} online ({:.2} B per op), {} in setup", human_bytes(s.bytes_sent_per_party), s.bytes_sent_per_op, human_bytes(s.setup_bytes_sent_per_party))),
+        (
+            "bytes sent/party",
+            format!(
+                "{} online ({:.2} B per op), {} in setup",
+                human_bytes(s.bytes_sent_per_party),
+                s.bytes_sent_per_op,
+                human_bytes(s.setup_bytes_sent_per_party)
+            ),
+        ),
         ("wire bytes/party", human_bytes(s.wire_bytes_sent_per_party)),
         ("peak memory", format!("{}{rss_note}", human_bytes(s.peak_rss_bytes))),
         ("result", (if s.correct { "matches plaintext" } else { "MISMATCH" }).to_string()),

@@ -22,20 +22,13 @@ where
             std::thread::Builder::new()
                 .name(format!("party-{i}"))
                 .spawn(move || -> Result<O> {
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(1)
-                        .enable_all()
-                        .build()?;
+                    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
                     Ok(rt.block_on(f(input)))
                 })
                 .map_err(|e| anyhow!("cannot start party thread: {e}"))
         })
         .collect::<Result<_>>()?;
-    handles
-        .into_iter()
-        .enumerate()
-        .map(|(i, h)| h.join().map_err(|_| anyhow!("party {i} panicked"))?)
-        .collect()
+    handles.into_iter().enumerate().map(|(i, h)| h.join().map_err(|_| anyhow!("party {i} panicked"))?).collect()
 }
 
 /// Peak resident set size of this process in bytes (VmHWM), if the OS tells.

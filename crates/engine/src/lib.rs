@@ -31,6 +31,7 @@
 
 use concord_math::{batch, Field, MathError, Ring};
 use concord_net::{NetError, PartyId, Transport};
+use concord_protocol::cost::BATCH;
 use concord_protocol::message::{self, Op};
 use concord_protocol::preprocessing::{InsecureDealer, Triples};
 use concord_protocol::prss::{Prss, SeedSetup};
@@ -228,9 +229,10 @@ impl<T: Transport> Session<T> {
     }
 
     /// End the session: tell every peer we completed every operation and
-    /// wait until every peer says the same (one round). A party that
-    /// aborted instead makes this fail, so either every party accepts its
-    /// outputs or every party learns of the abort.
+    /// wait until every peer says the same (one round), then close the
+    /// transport gracefully. A party that aborted instead makes this fail,
+    /// so either every party accepts its outputs or every party learns of
+    /// the abort. No operation may follow.
     pub async fn finish(&mut self) -> Result<(), EngineError> {
         let seq = self.next_seq();
         let me = self.me();
@@ -242,7 +244,33 @@ impl<T: Transport> Session<T> {
             let r = message::expect(*p, m, Op::Done, 0, seq).map(|_| ()).map_err(EngineError::from);
             self.guard(r).await?;
         }
+        self.net.shutdown().await;
         Ok(())
+    }
+
+    /// Send messages as part of the current round (see [`Self::begin_round`]); aborts on failure.
+    pub async fn send_all(&mut self, sends: Vec<(PartyId, Vec<u8>)>) -> Result<(), EngineError> {
+        for (to, m) in sends {
+            self.stats.bytes_sent += m.len() as u64;
+            self.stats.messages_sent += 1;
+            let r = self.net.send(to, m).await.map_err(EngineError::from);
+            self.guard(r).await?;
+        }
+        Ok(())
+    }
+
+    /// Receive the next message from `from` as part of the current round; aborts on failure.
+    pub async fn recv_one(&mut self, from: PartyId) -> Result<Vec<u8>, EngineError> {
+        let r = self.net.recv(from).await.map_err(EngineError::from);
+        let m = self.guard(r).await?;
+        self.stats.bytes_received += m.len() as u64;
+        Ok(m)
+    }
+
+    /// Count one communication round (for protocols that stream with
+    /// [`Self::send_all`] and [`Self::recv_one`]).
+    pub fn begin_round(&mut self) {
+        self.stats.rounds += 1;
     }
 
     /// Tell every peer we abort because of `err` (best effort).
@@ -307,21 +335,13 @@ pub trait Mpc {
     async fn open(&mut self, a: &ShareVec<Self::Elem>) -> Result<Vec<Self::Elem>, EngineError>;
 
     /// Open to party `to` only: it gets `Some(value)`, the others `None`.
-    async fn open_to(
-        &mut self,
-        to: PartyId,
-        a: &ShareVec<Self::Elem>,
-    ) -> Result<Option<Vec<Self::Elem>>, EngineError>;
+    async fn open_to(&mut self, to: PartyId, a: &ShareVec<Self::Elem>) -> Result<Option<Vec<Self::Elem>>, EngineError>;
 
     /// End the session: every party confirms it completed (one round); see [`Session::finish`].
     async fn finish(&mut self) -> Result<(), EngineError>;
 
     /// Add a public vector (every party calls it with the same constants).
-    fn add_public(
-        &self,
-        a: &ShareVec<Self::Elem>,
-        c: &[Self::Elem],
-    ) -> Result<ShareVec<Self::Elem>, EngineError>;
+    fn add_public(&self, a: &ShareVec<Self::Elem>, c: &[Self::Elem]) -> Result<ShareVec<Self::Elem>, EngineError>;
 
     /// `a + b` (local).
     fn add(&self, a: &ShareVec<Self::Elem>, b: &ShareVec<Self::Elem>) -> Result<ShareVec<Self::Elem>, EngineError> {
@@ -354,16 +374,18 @@ pub trait Mpc {
 
 fn same_len<R: Ring>(a: &ShareVec<R>, b: &ShareVec<R>) -> Result<(), EngineError> {
     if a.len() != b.len() {
-        return Err(ProtocolError::LengthMismatch {
-            left: a.len(),
-            right: b.len(),
-        }
-        .into());
+        return Err(ProtocolError::LengthMismatch { left: a.len(), right: b.len() }.into());
     }
     Ok(())
 }
 
-fn check_input<R: Ring>(me: PartyId, owner: PartyId, n: usize, values: Option<&[R]>, len: usize) -> Result<(), EngineError> {
+fn check_input<R: Ring>(
+    me: PartyId,
+    owner: PartyId,
+    n: usize,
+    values: Option<&[R]>,
+    len: usize,
+) -> Result<(), EngineError> {
     if owner >= n {
         return Err(EngineError::Usage(format!("input owner {owner} is not one of the {n} parties")));
     }
@@ -375,6 +397,9 @@ fn check_input<R: Ring>(me: PartyId, owner: PartyId, n: usize, values: Option<&[
         (false, None) => Ok(()),
     }
 }
+
+/// An interpolation step of a [`ShamirPlan`]: own share, received payloads, output.
+type Combine<F> = fn(&ShamirPlan<F>, &[F], &[(PartyId, &[u8])], &mut [F]) -> Result<(), ProtocolError>;
 
 /// t-of-n Shamir engine over a prime field.
 pub struct ShamirEngine<F: Field, T: Transport> {
@@ -401,21 +426,49 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
         &self.plan
     }
 
-    /// Reduce a local degree-2t share vector to a degree-t sharing (one round).
-    pub async fn reshare(&mut self, mut d: Vec<F>) -> Result<ShareVec<F>, EngineError> {
+    /// Degree reduction (one round): `local(range, out)` writes this
+    /// party's degree-2t shares for the elements in `range`; the result is a
+    /// degree-t sharing of the same values. Streams in batches of
+    /// [`BATCH`]: every batch is computed and sent before any is awaited.
+    pub async fn reduce_degree<G>(&mut self, len: usize, mut local: G) -> Result<ShareVec<F>, EngineError>
+    where
+        G: FnMut(std::ops::Range<usize>, &mut [F]),
+    {
         let seq = self.session.next_seq();
-        let len = d.len();
-        let step = self.plan.reshare_send(self.session.prss(), &mut d, seq).map_err(EngineError::from);
-        let (own, sends) = self.session.guard(step).await?;
         let expected = self.session.guard(self.plan.reshare_expected_from().map_err(EngineError::from)).await?;
-        let got = self.session.exchange(sends, &expected).await?;
-        let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-            .iter()
-            .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, Op::Reshare, seq, len, "reshare")?)))
-            .collect();
-        let payloads = self.session.guard(payloads).await?;
-        let step = self.plan.reshare_recv(self.session.prss(), own, &payloads, len).map_err(EngineError::from);
-        self.session.guard(step).await
+        let mut out = vec![F::ZERO; len];
+        let mut d = vec![F::ZERO; BATCH.min(len)];
+        self.session.begin_round();
+        for range in batches(len) {
+            let m = range.len();
+            local(range.clone(), &mut d[..m]);
+            let step = self.plan.reshare_send(self.session.prss(), &mut d[..m], seq).map_err(EngineError::from);
+            let (own, sends) = self.session.guard(step).await?;
+            if let Some(own) = own {
+                out[range].copy_from_slice(&own);
+            }
+            self.session.send_all(sends).await?;
+        }
+        for range in batches(len) {
+            let mut got = Vec::with_capacity(expected.len());
+            for &p in &expected {
+                got.push((p, self.session.recv_one(p).await?));
+            }
+            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
+                .iter()
+                .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, Op::Reshare, seq, range.len(), "reshare")?)))
+                .collect();
+            let payloads = self.session.guard(payloads).await?;
+            let step =
+                self.plan.reshare_recv(self.session.prss(), &mut out[range], &payloads).map_err(EngineError::from);
+            self.session.guard(step).await?;
+        }
+        Ok(ShareVec::from_raw(out))
+    }
+
+    /// Reduce a local degree-2t share vector to a degree-t sharing (one round).
+    pub async fn reshare(&mut self, d: Vec<F>) -> Result<ShareVec<F>, EngineError> {
+        self.reduce_degree(d.len(), |r, out| out.copy_from_slice(&d[r])).await
     }
 
     /// Open `a` with messages tagged `op`: send to `to`, combine what comes from `from`.
@@ -425,30 +478,50 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
         op: Op,
         to: &[PartyId],
         from: &[PartyId],
-        combine: fn(&ShamirPlan<F>, &ShareVec<F>, &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError>,
+        combine: Combine<F>,
     ) -> Result<Option<Vec<F>>, EngineError> {
         let seq = self.session.next_seq();
-        let sends = match to.split_last() {
-            Some((last, rest)) => {
-                let m = message::encode_vec(op, seq, a.expose());
-                let mut v: Vec<(PartyId, Vec<u8>)> = rest.iter().map(|&p| (p, m.clone())).collect();
-                v.push((*last, m));
-                v
+        if to.is_empty() && from.is_empty() {
+            return Ok(None);
+        }
+        self.session.begin_round();
+        let len = a.len();
+        for range in batches(len) {
+            let m = message::encode_vec(op, seq, &a.expose()[range]);
+            let mut sends: Vec<(PartyId, Vec<u8>)> = Vec::with_capacity(to.len());
+            if let Some((last, rest)) = to.split_last() {
+                sends.extend(rest.iter().map(|&p| (p, m.clone())));
+                sends.push((*last, m));
             }
-            None => Vec::new(),
-        };
-        let got = self.session.exchange(sends, from).await?;
+            self.session.send_all(sends).await?;
+        }
         if from.is_empty() {
             return Ok(None);
         }
-        let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-            .iter()
-            .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, op, seq, a.len(), "open")?)))
-            .collect();
-        let payloads = self.session.guard(payloads).await?;
-        let r = combine(&self.plan, a, &payloads).map_err(EngineError::from);
-        Ok(Some(self.session.guard(r).await?))
+        let mut out = vec![F::ZERO; len];
+        for range in batches(len) {
+            let mut got = Vec::with_capacity(from.len());
+            for &p in from {
+                got.push((p, self.session.recv_one(p).await?));
+            }
+            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
+                .iter()
+                .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, op, seq, range.len(), "open")?)))
+                .collect();
+            let payloads = self.session.guard(payloads).await?;
+            let r =
+                combine(&self.plan, &a.expose()[range.clone()], &payloads, &mut out[range]).map_err(EngineError::from);
+            self.session.guard(r).await?;
+        }
+        Ok(Some(out))
     }
+}
+
+/// The batches of a vector of `len` elements (one empty batch for `len == 0`,
+/// so that every operation exchanges at least one message).
+fn batches(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let count = len.div_ceil(BATCH).max(1);
+    (0..count).map(move |k| (k * BATCH)..((k + 1) * BATCH).min(len))
 }
 
 impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
@@ -472,28 +545,51 @@ impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
         self.session.guard(check_input(me, owner, self.parties(), values, len)).await?;
         let seq = self.session.next_seq();
         if let (true, Some(v)) = (me == owner, values) {
-            let step = self.plan.input_send(self.session.prss(), v, seq).map_err(EngineError::from);
-            let (own, sends) = self.session.guard(step).await?;
-            self.session.exchange(sends, &[]).await?;
-            return Ok(own);
+            let mut own = vec![F::ZERO; len];
+            let mut any = false;
+            for range in batches(len) {
+                let step = self.plan.input_send(self.session.prss(), &v[range.clone()], seq).map_err(EngineError::from);
+                let (share, sends) = self.session.guard(step).await?;
+                own[range].copy_from_slice(share.expose());
+                if !sends.is_empty() && !any {
+                    self.session.begin_round();
+                    any = true;
+                }
+                self.session.send_all(sends).await?;
+            }
+            return Ok(ShareVec::from_raw(own));
         }
         let needs = self.session.guard(self.plan.input_needs_message(owner).map_err(EngineError::from)).await?;
-        let got = if needs { self.session.exchange(Vec::new(), &[owner]).await? } else { Vec::new() };
-        let payload = match got.first() {
-            Some((p, m)) => {
-                let r = message::expect(*p, m, Op::Input, message::domain_code(F::NAME), seq).map_err(EngineError::from);
-                Some(self.session.guard(r).await?)
-            }
-            None => None,
-        };
-        let step = self.plan.input_recv(self.session.prss(), owner, len, payload).map_err(EngineError::from);
-        self.session.guard(step).await
+        let mut out = vec![F::ZERO; len];
+        if needs {
+            self.session.begin_round();
+        }
+        for range in batches(len) {
+            let msg = if needs { Some(self.session.recv_one(owner).await?) } else { None };
+            let payload = match &msg {
+                Some(m) => {
+                    let r = message::expect_payload::<F>(owner, m, Op::Input, seq, range.len(), "input")
+                        .map_err(EngineError::from);
+                    Some(self.session.guard(r).await?)
+                }
+                None => None,
+            };
+            let step =
+                self.plan.input_recv(self.session.prss(), owner, payload, &mut out[range]).map_err(EngineError::from);
+            self.session.guard(step).await?;
+        }
+        Ok(ShareVec::from_raw(out))
     }
 
     async fn mul(&mut self, a: &ShareVec<F>, b: &ShareVec<F>) -> Result<ShareVec<F>, EngineError> {
         self.session.guard(same_len(a, b)).await?;
-        let d = batch::mul(a.expose(), b.expose());
-        self.reshare(d).await
+        let (x, y) = (a.expose(), b.expose());
+        self.reduce_degree(a.len(), |r, out| {
+            for ((o, p), q) in out.iter_mut().zip(&x[r.clone()]).zip(&y[r]) {
+                *o = *p * *q;
+            }
+        })
+        .await
     }
 
     async fn inner_product(&mut self, a: &ShareVec<F>, b: &ShareVec<F>) -> Result<ShareVec<F>, EngineError> {
@@ -543,11 +639,19 @@ impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
 #[allow(async_fn_in_trait)]
 pub trait TripleProvider<R: Ring> {
     /// Our shares of `count` fresh triples.
-    async fn triples<T: Transport>(&mut self, session: &mut Session<T>, count: usize) -> Result<Triples<R>, EngineError>;
+    async fn triples<T: Transport>(
+        &mut self,
+        session: &mut Session<T>,
+        count: usize,
+    ) -> Result<Triples<R>, EngineError>;
 }
 
 impl<R: Ring> TripleProvider<R> for InsecureDealer {
-    async fn triples<T: Transport>(&mut self, _session: &mut Session<T>, count: usize) -> Result<Triples<R>, EngineError> {
+    async fn triples<T: Transport>(
+        &mut self,
+        _session: &mut Session<T>,
+        count: usize,
+    ) -> Result<Triples<R>, EngineError> {
         Ok(InsecureDealer::triples(self, count)?)
     }
 }
@@ -567,11 +671,7 @@ impl<R: Ring, T: Transport> AdditiveEngine<R, T, InsecureDealer> {
         let mut seed = [0u8; 32];
         session.prss().common().fill_bytes(&mut seed);
         let dealer = InsecureDealer::new(me, n, ChaCha12Rng::from_seed(seed));
-        Ok(AdditiveEngine {
-            session,
-            provider: dealer,
-            pool: Vec::new(),
-        })
+        Ok(AdditiveEngine { session, provider: dealer, pool: Vec::new() })
     }
 }
 
@@ -579,11 +679,7 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> AdditiveEngine<R, T, P> {
     /// Set up with a triple provider.
     pub async fn new<G: RngCore + ?Sized>(net: T, provider: P, rng: &mut G) -> Result<Self, EngineError> {
         let session = Session::setup(net, rng).await?;
-        Ok(AdditiveEngine {
-            session,
-            provider,
-            pool: Vec::new(),
-        })
+        Ok(AdditiveEngine { session, provider, pool: Vec::new() })
     }
 
     /// Produce `count` triples ahead of the online phase.

@@ -1,5 +1,7 @@
 //! The engines over the simulated network: results, rounds and bytes, faults.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -157,7 +159,8 @@ fn rounds_and_bytes_match_the_cost_model() {
     }
     // n = 3, t = 1: an opened product is 16 bytes per party per element (plus headers).
     let c = cost::shamir_mul(3, 1, 0, 1_000_000) + cost::shamir_open(1, 1_000_000);
-    assert_eq!(c.bytes_sent(8), 16_000_000 + 2 * HEADER_LEN as u64);
+    let batches = 1_000_000u64.div_ceil(cost::BATCH as u64);
+    assert_eq!(c.bytes_sent(8), 16_000_000 + 2 * batches * HEADER_LEN as u64);
     assert_eq!(c.rounds, 2);
 
     let out = run_parties(net(3), |net| async move {
@@ -208,13 +211,16 @@ impl Transport for Corrupting {
     fn stats(&self) -> LinkStats {
         self.inner.stats()
     }
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
 }
 
 async fn faulty_run<T: Transport>(net: T) -> Result<Vec<M61>, EngineError> {
     let me = net.me();
     let mut rng = ChaCha12Rng::seed_from_u64(me as u64);
     let mut mpc = ShamirEngine::<M61, _>::new(net, 1, &mut rng).await?;
-    let x = vec![M61::from_u64(4); 10];
+    let x = [M61::from_u64(4); 10];
     let a = mpc.input(0, (me == 0).then_some(&x[..]), 10).await?;
     let b = mpc.mul(&a, &a).await?;
     let v = mpc.open(&b).await?;
@@ -246,11 +252,11 @@ fn corrupt_party_1(garbage: Vec<u8>, nth: usize) -> Vec<Result<Vec<M61>, EngineE
 fn garbage_from_a_peer_is_blamed_and_everyone_aborts() {
     // Party 1's messages (n=3, t=1): #0 seed to party 2, #1 reshare (seq 2) to party 0, #2 open (seq 3) to party 2.
     for (garbage, nth, detector) in [
-        (vec![0xff; 3], 1usize, 0usize),                                        // shorter than a header
-        (vec![3, 1, 0, 0, 99, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8], 1, 0),          // wrong sequence number
+        (vec![0xff; 3], 1usize, 0usize),                               // shorter than a header
+        (vec![3, 1, 0, 0, 99, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8], 1, 0), // wrong sequence number
         ([vec![3, 1, 0, 0], 2u32.to_le_bytes().to_vec(), vec![0xff; 80]].concat(), 1, 0), // non-canonical
-        ([vec![4, 1, 0, 0], 3u32.to_le_bytes().to_vec(), vec![0; 16]].concat(), 2, 2),    // wrong length
-        (vec![1, 2, 3], 0, 2),                                                   // garbage seed
+        ([vec![4, 1, 0, 0], 3u32.to_le_bytes().to_vec(), vec![0; 16]].concat(), 2, 2), // wrong length
+        (vec![1, 2, 3], 0, 2),                                         // garbage seed
     ] {
         let out = corrupt_party_1(garbage.clone(), nth);
         let e = out[detector].as_ref().expect_err("the recipient must refuse the garbage");

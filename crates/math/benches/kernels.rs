@@ -1,5 +1,7 @@
 //! Field kernels: multiply-adds per second per core.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use concord_math::{batch, Ring, M127, M61, Z64};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand_chacha::rand_core::SeedableRng;
@@ -19,9 +21,7 @@ fn kernels<R: Ring>(c: &mut Criterion) {
         bn.iter(|| batch::mul_add(&mut acc, &a, &b))
     });
     g.bench_function(BenchmarkId::new("mul", n), |bn| bn.iter(|| batch::mul(&a, &b)));
-    g.bench_function(BenchmarkId::new("inner_product", n), |bn| {
-        bn.iter(|| batch::inner_product(&a, &b))
-    });
+    g.bench_function(BenchmarkId::new("inner_product", n), |bn| bn.iter(|| batch::inner_product(&a, &b)));
     g.bench_function(BenchmarkId::new("random", n), |bn| {
         let mut out = vec![R::ZERO; n];
         bn.iter(|| R::fill_random(&mut rng, &mut out))

@@ -93,11 +93,19 @@ pub fn encode_into<R: Ring>(xs: &[R], out: &mut Vec<u8>) {
 
 fn check_len<R: Ring>(acc_len: usize, bytes: &[u8]) -> Result<(), MathError> {
     if bytes.len() != acc_len * R::BYTES {
-        return Err(MathError::BadLength {
-            len: bytes.len(),
-            domain: R::NAME,
-            elem: R::BYTES,
-        });
+        return Err(MathError::BadLength { len: bytes.len(), domain: R::NAME, elem: R::BYTES });
+    }
+    Ok(())
+}
+
+/// Decode exactly `out.len()` canonical elements from `bytes` into `out`.
+pub fn decode_into<R: Ring>(out: &mut [R], bytes: &[u8]) -> Result<(), MathError> {
+    check_len::<R>(out.len(), bytes)?;
+    for (index, (o, chunk)) in out.iter_mut().zip(bytes.chunks_exact(R::BYTES)).enumerate() {
+        match R::read_le(chunk) {
+            Some(x) => *o = x,
+            None => return Err(MathError::NonCanonical { index, domain: R::NAME }),
+        }
     }
     Ok(())
 }
@@ -137,23 +145,14 @@ pub fn lincomb_into<R: Ring>(out: &mut [R], coeffs: &[R], inputs: &[&[R]]) {
 /// Decode a vector encoded by [`encode`], rejecting a length that is not a
 /// whole number of elements and any non-canonical element (value >= modulus).
 pub fn decode<R: Ring>(bytes: &[u8]) -> Result<Vec<R>, MathError> {
-    if bytes.len() % R::BYTES != 0 {
-        return Err(MathError::BadLength {
-            len: bytes.len(),
-            domain: R::NAME,
-            elem: R::BYTES,
-        });
+    if !bytes.len().is_multiple_of(R::BYTES) {
+        return Err(MathError::BadLength { len: bytes.len(), domain: R::NAME, elem: R::BYTES });
     }
     let mut out = Vec::with_capacity(bytes.len() / R::BYTES);
     for (index, chunk) in bytes.chunks_exact(R::BYTES).enumerate() {
         match R::read_le(chunk) {
             Some(x) => out.push(x),
-            None => {
-                return Err(MathError::NonCanonical {
-                    index,
-                    domain: R::NAME,
-                })
-            }
+            None => return Err(MathError::NonCanonical { index, domain: R::NAME }),
         }
     }
     Ok(out)

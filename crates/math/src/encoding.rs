@@ -22,18 +22,9 @@ pub fn signed_min<R: Ring>() -> i128 {
 pub fn encode_signed<R: Ring>(v: i128) -> Result<R, MathError> {
     let (min, max) = (signed_min::<R>(), signed_max::<R>());
     if v < min || v > max {
-        return Err(MathError::Overflow {
-            value: v.to_string(),
-            domain: R::NAME,
-            min,
-            max,
-        });
+        return Err(MathError::Overflow { value: v.to_string(), domain: R::NAME, min, max });
     }
-    Ok(if v < 0 {
-        -R::from_u128(v.unsigned_abs())
-    } else {
-        R::from_u128(v as u128)
-    })
+    Ok(if v < 0 { -R::from_u128(v.unsigned_abs()) } else { R::from_u128(v as u128) })
 }
 
 /// Decode the centred representative: values above `(M-1)/2` are negative.
@@ -60,10 +51,7 @@ impl FixedPoint {
     pub fn new<R: Ring>(frac_bits: u32) -> Result<Self, MathError> {
         let modulus_bits = 128 - R::MODULUS.leading_zeros();
         if frac_bits + 2 >= modulus_bits || frac_bits > 100 {
-            return Err(MathError::FracBits {
-                frac_bits,
-                domain: R::NAME,
-            });
+            return Err(MathError::FracBits { frac_bits, domain: R::NAME });
         }
         Ok(FixedPoint { frac_bits })
     }

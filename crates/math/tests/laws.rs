@@ -1,5 +1,7 @@
 //! Field and ring laws, checked against a big-integer reference.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use concord_math::batch;
 use concord_math::encoding::{decode_signed, encode_signed, FixedPoint};
 use concord_math::{Field, MathError, Ring, M127, M61, Z64};
@@ -133,10 +135,7 @@ fn signed_range_edges() {
 #[test]
 fn non_canonical_bytes_rejected() {
     let p = M61::P.to_le_bytes();
-    assert_eq!(
-        batch::decode::<M61>(&[[0u8; 8], p].concat()),
-        Err(MathError::NonCanonical { index: 1, domain: "m61" })
-    );
+    assert_eq!(batch::decode::<M61>(&[[0u8; 8], p].concat()), Err(MathError::NonCanonical { index: 1, domain: "m61" }));
     assert!(matches!(batch::decode::<M61>(&[0u8; 9]), Err(MathError::BadLength { len: 9, .. })));
     assert!(batch::decode::<M127>(&M127::P.to_le_bytes()).is_err());
 }

@@ -158,6 +158,10 @@ pub trait Transport: Send + Sync + 'static {
     fn abort(&self, reason: &str) -> impl Future<Output = ()> + Send;
     /// Traffic counters so far.
     fn stats(&self) -> LinkStats;
+    /// End the session gracefully: deliver every queued message, tell every
+    /// peer we close, and stop (bounded time, best effort). Nothing may be
+    /// sent afterwards.
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Check that `peer` is a valid peer index for a party `me` among `n`.

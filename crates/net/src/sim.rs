@@ -130,7 +130,8 @@ pub fn network(n: usize, params: LinkParams, seed: u64) -> Result<Vec<SimTranspo
     }
     let now = Instant::now();
     // rx[j][i]: j's inbox for messages from i.
-    let mut txs: Vec<Vec<Option<mpsc::UnboundedSender<Packet>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut txs: Vec<Vec<Option<mpsc::UnboundedSender<Packet>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     let mut rxs: Vec<Vec<Option<tokio::sync::Mutex<mpsc::UnboundedReceiver<Packet>>>>> =
         (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     for i in 0..n {
@@ -143,7 +144,8 @@ pub fn network(n: usize, params: LinkParams, seed: u64) -> Result<Vec<SimTranspo
         }
     }
     // wire_in[j][i]: bytes on the wire from i to j, counted at send time.
-    let wire_in: Vec<Vec<Arc<AtomicU64>>> = (0..n).map(|_| (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect()).collect();
+    let wire_in: Vec<Vec<Arc<AtomicU64>>> =
+        (0..n).map(|_| (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect()).collect();
     let mut out = Vec::with_capacity(n);
     for (i, (tx_row, rx_row)) in txs.into_iter().zip(rxs).enumerate() {
         let links = tx_row
@@ -242,16 +244,12 @@ impl Transport for SimTransport {
         })?;
         let len = payload.len();
         let (at, wire) = {
-            let mut st = link
-                .state
-                .lock()
-                .map_err(|_| NetError::Config("simulated link state poisoned".into()))?;
+            let mut st = link.state.lock().map_err(|_| NetError::Config("simulated link state poisoned".into()))?;
             self.schedule(&mut st, len)
         };
-        link.tx.send(Packet::Data { at, payload }).map_err(|_| NetError::Disconnected {
-            peer: to,
-            reason: "simulated peer has gone".into(),
-        })?;
+        link.tx
+            .send(Packet::Data { at, payload })
+            .map_err(|_| NetError::Disconnected { peer: to, reason: "simulated peer has gone".into() })?;
         self.counters.payload_sent.fetch_add(len as u64, Ordering::Relaxed);
         self.counters.wire_sent.fetch_add(wire, Ordering::Relaxed);
         self.counters.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -271,12 +269,7 @@ impl Transport for SimTransport {
         let mut rx = inbox.lock().await;
         let packet = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Err(_) => return Err(NetError::Timeout { peer: from, after: timeout }),
-            Ok(None) => {
-                return Err(NetError::Disconnected {
-                    peer: from,
-                    reason: "simulated peer has gone".into(),
-                })
-            }
+            Ok(None) => return Err(NetError::Disconnected { peer: from, reason: "simulated peer has gone".into() }),
             Ok(Some(p)) => p,
         };
         match packet {
@@ -301,6 +294,14 @@ impl Transport for SimTransport {
     async fn abort(&self, reason: &str) {
         for link in self.links.iter().flatten() {
             let _ = link.tx.send(Packet::Abort(reason.to_string()));
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        // Messages are already in the receivers' queues; dropping the
+        // senders lets peers see the end after draining them.
+        for link in self.links.iter_mut() {
+            *link = None;
         }
     }
 
@@ -341,12 +342,8 @@ mod tests {
 
     #[test]
     fn latency_bandwidth_and_loss_delay_delivery_deterministically() {
-        let params = LinkParams {
-            latency: Duration::from_millis(20),
-            bandwidth: Some(1e6),
-            loss: 0.2,
-            ..LinkParams::default()
-        };
+        let params =
+            LinkParams { latency: Duration::from_millis(20), bandwidth: Some(1e6), loss: 0.2, ..LinkParams::default() };
         let run = |seed| {
             rt().block_on(async {
                 let net = network(2, params, seed).expect("net");
@@ -369,10 +366,7 @@ mod tests {
     #[test]
     fn timeout_abort_and_disconnect() {
         rt().block_on(async {
-            let params = LinkParams {
-                recv_timeout: Duration::from_millis(50),
-                ..LinkParams::default()
-            };
+            let params = LinkParams { recv_timeout: Duration::from_millis(50), ..LinkParams::default() };
             let mut net = network(3, params, 1).expect("net");
             assert!(matches!(net[0].recv(1).await, Err(NetError::Timeout { peer: 1, .. })));
             net[1].abort("operator veto").await;

@@ -49,9 +49,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use concord_wire::{
-    decode_abort, decode_header, decode_hello, encode_abort, encode_header, encode_hello,
-    message_frames, FrameHeader, FrameKind, Hello, Reassembler, WireError, HEADER_LEN,
-    MAX_ABORT_REASON,
+    decode_abort, decode_header, decode_hello, encode_abort, encode_header, encode_hello, message_frames, FrameHeader,
+    FrameKind, Hello, Reassembler, WireError, HEADER_LEN, MAX_ABORT_REASON,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -61,9 +60,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -109,14 +106,10 @@ pub struct Identity {
 impl Identity {
     /// Generate a fresh self-signed ECDSA P-256 certificate for `name`.
     pub fn generate(name: &str) -> Result<Identity, NetError> {
-        let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).map_err(|e| {
-            NetError::Config(format!("cannot generate a certificate for {name:?}: {e}"))
-        })?;
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()])
+            .map_err(|e| NetError::Config(format!("cannot generate a certificate for {name:?}: {e}")))?;
         let key_der = ck.signing_key.serialize_der();
-        Ok(Identity {
-            cert: ck.cert.der().clone(),
-            key: PrivateKeyDer::Pkcs8(key_der.into()),
-        })
+        Ok(Identity { cert: ck.cert.der().clone(), key: PrivateKeyDer::Pkcs8(key_der.into()) })
     }
 
     /// SHA-256 of the certificate's DER encoding: what peers pin.
@@ -165,22 +158,15 @@ impl Identity {
             .map_err(|e| NetError::Config(format!("unusable private key: {e}")))?;
         let ck = CertifiedKey::new(vec![self.cert.clone()], signer);
         match ck.keys_match() {
-            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-                Ok(Arc::new(ck))
-            }
-            Err(e) => Err(NetError::Config(format!(
-                "private key does not match the certificate: {e}"
-            ))),
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(Arc::new(ck)),
+            Err(e) => Err(NetError::Config(format!("private key does not match the certificate: {e}"))),
         }
     }
 }
 
 impl Clone for Identity {
     fn clone(&self) -> Identity {
-        Identity {
-            cert: self.cert.clone(),
-            key: self.key.clone_key(),
-        }
+        Identity { cert: self.cert.clone(), key: self.key.clone_key() }
     }
 }
 
@@ -192,10 +178,7 @@ impl Drop for Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("fingerprint", &hex(&self.fingerprint()))
-            .field("key", &"<redacted>")
-            .finish()
+        f.debug_struct("Identity").field("fingerprint", &hex(&self.fingerprint())).field("key", &"<redacted>").finish()
     }
 }
 
@@ -208,11 +191,7 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -263,12 +242,7 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// A configuration with default limits and timeouts.
-    pub fn new(
-        me: PartyId,
-        identity: Identity,
-        peers: Vec<TlsPeer>,
-        session_id: [u8; 16],
-    ) -> TlsConfig {
+    pub fn new(me: PartyId, identity: Identity, peers: Vec<TlsPeer>, session_id: [u8; 16]) -> TlsConfig {
         TlsConfig {
             me,
             identity,
@@ -486,10 +460,7 @@ fn server_config_inner(
 /// A rustls client configuration as used by [`TlsTransport`] to dial a peer:
 /// TLS 1.3 only, presenting `identity`, accepting only a server certificate
 /// whose SHA-256 fingerprint is `server_fingerprint`. Useful for tools and tests.
-pub fn client_config(
-    identity: &Identity,
-    server_fingerprint: [u8; 32],
-) -> Result<Arc<rustls::ClientConfig>, NetError> {
+pub fn client_config(identity: &Identity, server_fingerprint: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, NetError> {
     let key = identity.certified_key()?;
     Ok(client_config_inner(&crypto_provider(), &key, server_fingerprint)?.0)
 }
@@ -535,30 +506,19 @@ struct Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
-            add(
-                &this.counters.wire_received,
-                buf.filled().len().saturating_sub(before),
-            );
+            add(&this.counters.wire_received, buf.filled().len().saturating_sub(before));
         }
         r
     }
 }
 
 impl AsyncWrite for Counted {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
@@ -598,11 +558,7 @@ type Stream = tokio_rustls::TlsStream<Counted>;
 // ---------------------------------------------------------------------------
 // Frame I/O used during setup.
 
-async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    header: &FrameHeader,
-    payload: &[u8],
-) -> io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, header: &FrameHeader, payload: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
     buf.extend_from_slice(&encode_header(header));
     buf.extend_from_slice(payload);
@@ -627,10 +583,7 @@ async fn read_setup_frame<R: AsyncRead + Unpin>(
         r.read_exact(&mut hb).await.map_err(ReadErr::Io)?;
         let h = decode_header(&hb, max_frame_payload).map_err(ReadErr::Wire)?;
         if h.kind != FrameKind::Hello && h.kind != FrameKind::Abort {
-            return Err(ReadErr::Wire(WireError::UnexpectedKind {
-                got: h.kind,
-                expected: FrameKind::Hello,
-            }));
+            return Err(ReadErr::Wire(WireError::UnexpectedKind { got: h.kind, expected: FrameKind::Hello }));
         }
         // Hello is exactly 4 bytes and Abort at most 1024 (checked by decode_header).
         let mut payload = vec![0u8; h.payload_len().min(MAX_ABORT_REASON)];
@@ -670,19 +623,11 @@ impl SetupCtx {
     }
 
     fn header(&self, kind: FrameKind, len: usize) -> FrameHeader {
-        FrameHeader::new(
-            kind,
-            self.session_id,
-            u32::try_from(len).unwrap_or(u32::MAX),
-        )
+        FrameHeader::new(kind, self.session_id, u32::try_from(len).unwrap_or(u32::MAX))
     }
 
     fn wrong_session(&self, peer: PartyId, got: &[u8; 16]) -> NetError {
-        NetError::WrongSession {
-            peer,
-            got: hex(got),
-            expected: hex(&self.session_id),
-        }
+        NetError::WrongSession { peer, got: hex(got), expected: hex(&self.session_id) }
     }
 }
 
@@ -697,15 +642,10 @@ enum SetupEvent {
 fn validate(cfg: &TlsConfig) -> Result<(), NetError> {
     let n = cfg.peers.len();
     if n < 2 || n > usize::from(u16::MAX) {
-        return Err(NetError::Config(format!(
-            "need between 2 and 65535 parties, got {n}"
-        )));
+        return Err(NetError::Config(format!("need between 2 and 65535 parties, got {n}")));
     }
     if cfg.me >= n {
-        return Err(NetError::Config(format!(
-            "party index {} out of range for {n} parties",
-            cfg.me
-        )));
+        return Err(NetError::Config(format!("party index {} out of range for {n} parties", cfg.me)));
     }
     if cfg.max_frame_payload == 0 || cfg.max_frame_payload > u32::MAX as usize {
         return Err(NetError::Config(format!(
@@ -720,19 +660,12 @@ fn validate(cfg: &TlsConfig) -> Result<(), NetError> {
             continue;
         }
         if p.fingerprint == mine {
-            return Err(NetError::Config(format!(
-                "party {j} has our own certificate fingerprint"
-            )));
+            return Err(NetError::Config(format!("party {j} has our own certificate fingerprint")));
         }
-        if let Some(k) = cfg
-            .peers
-            .iter()
-            .enumerate()
-            .position(|(k, q)| k != cfg.me && k < j && q.fingerprint == p.fingerprint)
+        if let Some(k) =
+            cfg.peers.iter().enumerate().position(|(k, q)| k != cfg.me && k < j && q.fingerprint == p.fingerprint)
         {
-            return Err(NetError::Config(format!(
-                "parties {k} and {j} have the same certificate fingerprint"
-            )));
+            return Err(NetError::Config(format!("parties {k} and {j} have the same certificate fingerprint")));
         }
     }
     Ok(())
@@ -747,11 +680,7 @@ async fn dial(ctx: Arc<SetupCtx>, peer: PartyId, tx: mpsc::UnboundedSender<Setup
 }
 
 async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
-    let target = ctx.peers.get(peer).copied().ok_or(NetError::NoSuchPeer {
-        party: peer,
-        me: ctx.me,
-        n: ctx.n,
-    })?;
+    let target = ctx.peers.get(peer).copied().ok_or(NetError::NoSuchPeer { party: peer, me: ctx.me, n: ctx.n })?;
     let addr = target.addr;
     let who = format!("party {peer} at {addr}");
     let mut backoff = BACKOFF_START;
@@ -779,49 +708,29 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
             }
         }
     };
-    tcp.set_nodelay(true).map_err(|e| NetError::Io {
-        who: who.clone(),
-        source: e,
-    })?;
+    tcp.set_nodelay(true).map_err(|e| NetError::Io { who: who.clone(), source: e })?;
     let (cfg, presented) = client_config_inner(&ctx.provider, &ctx.key, target.fingerprint)?;
     let connector = tokio_rustls::TlsConnector::from(cfg);
-    let io = Counted {
-        inner: tcp,
-        counters: ctx.counters.clone(),
+    let io = Counted { inner: tcp, counters: ctx.counters.clone() };
+    let mut stream: Stream = match timeout_at(ctx.deadline, connector.connect(server_name(), io)).await {
+        Ok(Ok(s)) => s.into(),
+        Ok(Err(e)) => {
+            return Err(match presented.get() {
+                Some(fp) if fp != target.fingerprint => {
+                    NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }
+                }
+                _ => NetError::Tls { who, reason: format!("handshake failed: {e}") },
+            })
+        }
+        Err(_) => {
+            return Err(NetError::Tls {
+                who,
+                reason: format!("handshake not completed within {:?}", ctx.connect_timeout),
+            })
+        }
     };
-    let mut stream: Stream =
-        match timeout_at(ctx.deadline, connector.connect(server_name(), io)).await {
-            Ok(Ok(s)) => s.into(),
-            Ok(Err(e)) => {
-                return Err(match presented.get() {
-                    Some(fp) if fp != target.fingerprint => NetError::UnpinnedCertificate {
-                        addr: addr.to_string(),
-                        fingerprint: hex(&fp),
-                    },
-                    _ => NetError::Tls {
-                        who,
-                        reason: format!("handshake failed: {e}"),
-                    },
-                })
-            }
-            Err(_) => {
-                return Err(NetError::Tls {
-                    who,
-                    reason: format!("handshake not completed within {:?}", ctx.connect_timeout),
-                })
-            }
-        };
     let hello = ctx.hello();
-    match timeout_at(
-        ctx.deadline,
-        write_frame(
-            &mut stream,
-            &ctx.header(FrameKind::Hello, hello.len()),
-            &hello,
-        ),
-    )
-    .await
-    {
+    match timeout_at(ctx.deadline, write_frame(&mut stream, &ctx.header(FrameKind::Hello, hello.len()), &hello)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(NetError::Tls {
@@ -832,12 +741,7 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
                 ),
             })
         }
-        Err(_) => {
-            return Err(NetError::Tls {
-                who,
-                reason: "sending Hello timed out".to_owned(),
-            })
-        }
+        Err(_) => return Err(NetError::Tls { who, reason: "sending Hello timed out".to_owned() }),
     }
     let (h, payload) = match read_setup_frame(&mut stream, ctx.max_frame_payload, ctx.deadline).await {
         Ok(f) => f,
@@ -851,12 +755,7 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
             })
         }
         Err(ReadErr::Wire(e)) => return Err(NetError::BadFrame { peer, source: e }),
-        Err(ReadErr::TimedOut) => {
-            return Err(NetError::Timeout {
-                peer,
-                after: ctx.connect_timeout,
-            })
-        }
+        Err(ReadErr::TimedOut) => return Err(NetError::Timeout { peer, after: ctx.connect_timeout }),
     };
     if h.session_id != ctx.session_id {
         return Err(ctx.wrong_session(peer, &h.session_id));
@@ -867,8 +766,7 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
             reason: decode_abort(&payload).map_err(|e| NetError::BadFrame { peer, source: e })?,
         }),
         _ => {
-            let hello =
-                decode_hello(&payload).map_err(|e| NetError::BadFrame { peer, source: e })?;
+            let hello = decode_hello(&payload).map_err(|e| NetError::BadFrame { peer, source: e })?;
             if usize::from(hello.party) != peer || usize::from(hello.parties) != ctx.n {
                 return Err(NetError::Config(format!(
                     "{who} answered as party {} of {}, expected party {peer} of {}",
@@ -880,11 +778,7 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
     }
 }
 
-async fn accept_loop(
-    ctx: Arc<SetupCtx>,
-    listener: TcpListener,
-    tx: mpsc::UnboundedSender<SetupEvent>,
-) {
+async fn accept_loop(ctx: Arc<SetupCtx>, listener: TcpListener, tx: mpsc::UnboundedSender<SetupEvent>) {
     let mut handshakes = JoinSet::new();
     loop {
         while handshakes.try_join_next().is_some() {}
@@ -905,12 +799,7 @@ async fn accept_loop(
     while handshakes.join_next().await.is_some() {}
 }
 
-async fn accept_one(
-    ctx: Arc<SetupCtx>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    tx: mpsc::UnboundedSender<SetupEvent>,
-) {
+async fn accept_one(ctx: Arc<SetupCtx>, tcp: TcpStream, addr: SocketAddr, tx: mpsc::UnboundedSender<SetupEvent>) {
     let ev = match accept_inner(&ctx, tcp, addr).await {
         Ok((peer, s)) => SetupEvent::Connected(peer, Box::new(s)),
         Err(AcceptErr::Unauthenticated(e)) => {
@@ -930,55 +819,28 @@ enum AcceptErr {
 async fn refuse(ctx: &SetupCtx, stream: &mut Stream, reason: &str) {
     let payload = encode_abort(reason);
     let _ = timeout(ABORT_GRACE, async {
-        let _ = write_frame(
-            stream,
-            &ctx.header(FrameKind::Abort, payload.len()),
-            &payload,
-        )
-        .await;
+        let _ = write_frame(stream, &ctx.header(FrameKind::Abort, payload.len()), &payload).await;
         let _ = stream.shutdown().await;
     })
     .await;
 }
 
-async fn accept_inner(
-    ctx: &SetupCtx,
-    tcp: TcpStream,
-    addr: SocketAddr,
-) -> Result<(PartyId, Stream), AcceptErr> {
+async fn accept_inner(ctx: &SetupCtx, tcp: TcpStream, addr: SocketAddr) -> Result<(PartyId, Stream), AcceptErr> {
     use AcceptErr::{Authenticated, Unauthenticated};
-    tcp.set_nodelay(true).map_err(|e| {
-        Unauthenticated(NetError::Io {
-            who: addr.to_string(),
-            source: e,
-        })
-    })?;
-    let allowed: Vec<[u8; 32]> = ctx
-        .peers
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != ctx.me)
-        .map(|(_, p)| p.fingerprint)
-        .collect();
-    let (cfg, presented) =
-        server_config_inner(&ctx.provider, &ctx.key, allowed.clone()).map_err(Authenticated)?;
+    tcp.set_nodelay(true).map_err(|e| Unauthenticated(NetError::Io { who: addr.to_string(), source: e }))?;
+    let allowed: Vec<[u8; 32]> =
+        ctx.peers.iter().enumerate().filter(|(j, _)| *j != ctx.me).map(|(_, p)| p.fingerprint).collect();
+    let (cfg, presented) = server_config_inner(&ctx.provider, &ctx.key, allowed.clone()).map_err(Authenticated)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let io = Counted {
-        inner: tcp,
-        counters: ctx.counters.clone(),
-    };
+    let io = Counted { inner: tcp, counters: ctx.counters.clone() };
     let mut stream: Stream = match timeout_at(ctx.deadline, acceptor.accept(io)).await {
         Ok(Ok(s)) => s.into(),
         Ok(Err(e)) => {
             return Err(Unauthenticated(match presented.get() {
-                Some(fp) if !allowed.contains(&fp) => NetError::UnpinnedCertificate {
-                    addr: addr.to_string(),
-                    fingerprint: hex(&fp),
-                },
-                _ => NetError::Tls {
-                    who: addr.to_string(),
-                    reason: format!("handshake failed: {e}"),
-                },
+                Some(fp) if !allowed.contains(&fp) => {
+                    NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }
+                }
+                _ => NetError::Tls { who: addr.to_string(), reason: format!("handshake failed: {e}") },
             }))
         }
         Err(_) => {
@@ -1001,69 +863,40 @@ async fn accept_inner(
         }
     };
     // The verifier accepted it, so it is pinned for some party.
-    let Some(cert_party) = ctx
-        .peers
-        .iter()
-        .enumerate()
-        .position(|(j, p)| j != ctx.me && p.fingerprint == fp)
-    else {
-        return Err(Unauthenticated(NetError::UnpinnedCertificate {
-            addr: addr.to_string(),
-            fingerprint: hex(&fp),
-        }));
+    let Some(cert_party) = ctx.peers.iter().enumerate().position(|(j, p)| j != ctx.me && p.fingerprint == fp) else {
+        return Err(Unauthenticated(NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }));
     };
     let who = format!("party {cert_party} at {addr}");
-    let (h, payload) =
-        match read_setup_frame(&mut stream, ctx.max_frame_payload, ctx.deadline).await {
-            Ok(f) => f,
-            Err(ReadErr::Io(e)) => {
-                return Err(Authenticated(NetError::Disconnected {
-                    peer: cert_party,
-                    reason: format!("connection from {addr} failed before its Hello: {e}"),
-                }))
-            }
-            Err(ReadErr::Wire(e)) => {
-                refuse(
-                    ctx,
-                    &mut stream,
-                    &format!("bad frame instead of Hello: {e}"),
-                )
-                .await;
-                return Err(Authenticated(NetError::BadFrame {
-                    peer: cert_party,
-                    source: e,
-                }));
-            }
-            Err(ReadErr::TimedOut) => {
-                return Err(Authenticated(NetError::Timeout {
-                    peer: cert_party,
-                    after: ctx.connect_timeout,
-                }))
-            }
-        };
+    let (h, payload) = match read_setup_frame(&mut stream, ctx.max_frame_payload, ctx.deadline).await {
+        Ok(f) => f,
+        Err(ReadErr::Io(e)) => {
+            return Err(Authenticated(NetError::Disconnected {
+                peer: cert_party,
+                reason: format!("connection from {addr} failed before its Hello: {e}"),
+            }))
+        }
+        Err(ReadErr::Wire(e)) => {
+            refuse(ctx, &mut stream, &format!("bad frame instead of Hello: {e}")).await;
+            return Err(Authenticated(NetError::BadFrame { peer: cert_party, source: e }));
+        }
+        Err(ReadErr::TimedOut) => {
+            return Err(Authenticated(NetError::Timeout { peer: cert_party, after: ctx.connect_timeout }))
+        }
+    };
     if h.session_id != ctx.session_id {
         refuse(ctx, &mut stream, "wrong session id").await;
         return Err(Authenticated(ctx.wrong_session(cert_party, &h.session_id)));
     }
     if h.kind != FrameKind::Hello {
-        let e = WireError::UnexpectedKind {
-            got: h.kind,
-            expected: FrameKind::Hello,
-        };
+        let e = WireError::UnexpectedKind { got: h.kind, expected: FrameKind::Hello };
         refuse(ctx, &mut stream, &e.to_string()).await;
-        return Err(Authenticated(NetError::BadFrame {
-            peer: cert_party,
-            source: e,
-        }));
+        return Err(Authenticated(NetError::BadFrame { peer: cert_party, source: e }));
     }
     let hello = match decode_hello(&payload) {
         Ok(h) => h,
         Err(e) => {
             refuse(ctx, &mut stream, &e.to_string()).await;
-            return Err(Authenticated(NetError::BadFrame {
-                peer: cert_party,
-                source: e,
-            }));
+            return Err(Authenticated(NetError::BadFrame { peer: cert_party, source: e }));
         }
     };
     let claimed = usize::from(hello.party);
@@ -1086,10 +919,7 @@ async fn accept_inner(
             ),
         })
     } else if usize::from(hello.parties) != ctx.n {
-        Some(NetError::Config(format!(
-            "{who} says the session has {} parties, we have {}",
-            hello.parties, ctx.n
-        )))
+        Some(NetError::Config(format!("{who} says the session has {} parties, we have {}", hello.parties, ctx.n)))
     } else {
         None
     };
@@ -1098,25 +928,13 @@ async fn accept_inner(
         return Err(Authenticated(e));
     }
     let reply = ctx.hello();
-    match timeout_at(
-        ctx.deadline,
-        write_frame(
-            &mut stream,
-            &ctx.header(FrameKind::Hello, reply.len()),
-            &reply,
-        ),
-    )
-    .await
-    {
+    match timeout_at(ctx.deadline, write_frame(&mut stream, &ctx.header(FrameKind::Hello, reply.len()), &reply)).await {
         Ok(Ok(())) => Ok((claimed, stream)),
         Ok(Err(e)) => Err(Authenticated(NetError::Disconnected {
             peer: claimed,
             reason: format!("sending Hello to {addr} failed: {e}"),
         })),
-        Err(_) => Err(Authenticated(NetError::Timeout {
-            peer: claimed,
-            after: ctx.connect_timeout,
-        })),
+        Err(_) => Err(Authenticated(NetError::Timeout { peer: claimed, after: ctx.connect_timeout })),
     }
 }
 
@@ -1146,11 +964,7 @@ impl Terminal {
             Terminal::Disconnected(reason) => NetError::Disconnected { peer, reason },
             Terminal::BadFrame(source) => NetError::BadFrame { peer, source },
             Terminal::TooLarge { size, limit } => NetError::MessageTooLarge { peer, size, limit },
-            Terminal::WrongSession { got, expected } => NetError::WrongSession {
-                peer,
-                got,
-                expected,
-            },
+            Terminal::WrongSession { got, expected } => NetError::WrongSession { peer, got, expected },
         }
     }
 }
@@ -1209,12 +1023,7 @@ async fn writer_task(
             WriterCmd::Abort(reason, ack) => {
                 let payload = encode_abort(&reason);
                 let len = u32::try_from(payload.len()).unwrap_or(0);
-                write_control(
-                    &mut w,
-                    FrameHeader::new(FrameKind::Abort, session_id, len),
-                    &payload,
-                )
-                .await;
+                write_control(&mut w, FrameHeader::new(FrameKind::Abort, session_id, len), &payload).await;
                 *lock(&failure) = Some("we aborted the session".to_owned());
                 let _ = ack.send(());
                 return;
@@ -1222,12 +1031,7 @@ async fn writer_task(
             WriterCmd::Close => break,
         }
     }
-    write_control(
-        &mut w,
-        FrameHeader::new(FrameKind::Close, session_id, 0),
-        &[],
-    )
-    .await;
+    write_control(&mut w, FrameHeader::new(FrameKind::Close, session_id, 0), &[]).await;
 }
 
 struct ReaderCtx {
@@ -1241,19 +1045,12 @@ struct ReaderCtx {
 }
 
 /// Append exactly `len` bytes from `r` to `buf` (capacity already reserved).
-async fn read_into<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    len: usize,
-) -> io::Result<()> {
+async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     let mut take = r.take(len as u64);
     let target = buf.len().saturating_add(len);
     while buf.len() < target {
         if take.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed in the middle of a frame",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the middle of a frame"));
         }
     }
     Ok(())
@@ -1279,18 +1076,13 @@ async fn read_loop(ctx: &ReaderCtx, r: &mut ReadHalf<Stream>) -> Terminal {
             Err(e) => return Terminal::BadFrame(e),
         };
         if h.session_id != ctx.session_id {
-            return Terminal::WrongSession {
-                got: hex(&h.session_id),
-                expected: hex(&ctx.session_id),
-            };
+            return Terminal::WrongSession { got: hex(&h.session_id), expected: hex(&ctx.session_id) };
         }
         match h.kind {
             FrameKind::Data => {
                 let buf = match re.start_frame(&h) {
                     Ok(b) => b,
-                    Err(WireError::MessageTooLarge { size, max }) => {
-                        return Terminal::TooLarge { size, limit: max }
-                    }
+                    Err(WireError::MessageTooLarge { size, max }) => return Terminal::TooLarge { size, limit: max },
                     Err(e) => return Terminal::BadFrame(e),
                 };
                 if let Err(e) = read_into(r, buf, h.payload_len()).await {
@@ -1318,9 +1110,7 @@ async fn read_loop(ctx: &ReaderCtx, r: &mut ReadHalf<Stream>) -> Terminal {
             }
             FrameKind::Close => {
                 if re.in_progress() {
-                    return Terminal::Disconnected(
-                        "closed the connection in the middle of a message".to_owned(),
-                    );
+                    return Terminal::Disconnected("closed the connection in the middle of a message".to_owned());
                 }
                 return Terminal::Disconnected("closed the connection".to_owned());
             }
@@ -1375,10 +1165,7 @@ pub struct TlsTransport {
 
 impl fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsTransport")
-            .field("me", &self.me)
-            .field("parties", &self.n)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsTransport").field("me", &self.me).field("parties", &self.n).finish_non_exhaustive()
     }
 }
 
@@ -1388,10 +1175,7 @@ impl TlsTransport {
     ///
     /// Takes an already-bound listener (so tests can use port 0). Fails after
     /// at most `cfg.connect_timeout`.
-    pub async fn establish(
-        cfg: TlsConfig,
-        listener: TcpListener,
-    ) -> Result<TlsTransport, NetError> {
+    pub async fn establish(cfg: TlsConfig, listener: TcpListener) -> Result<TlsTransport, NetError> {
         validate(&cfg)?;
         let provider = crypto_provider();
         let key = cfg.identity.certified_key()?;
@@ -1451,13 +1235,8 @@ impl TlsTransport {
             if let Some(e) = rejection {
                 return Err(e);
             }
-            let peer = (0..n)
-                .find(|&j| j != me && streams.get(j).is_some_and(Option::is_none))
-                .unwrap_or(0);
-            return Err(NetError::Timeout {
-                peer,
-                after: cfg.connect_timeout,
-            });
+            let peer = (0..n).find(|&j| j != me && streams.get(j).is_some_and(Option::is_none)).unwrap_or(0);
+            return Err(NetError::Timeout { peer, after: cfg.connect_timeout });
         }
 
         let (abort_tx, abort_rx) = watch::channel(None);
@@ -1472,24 +1251,14 @@ impl TlsTransport {
             };
             let mut stream = stream;
             match &mut stream {
-                tokio_rustls::TlsStream::Client(c) => {
-                    c.get_mut().1.set_buffer_limit(Some(TLS_BUFFER))
-                }
-                tokio_rustls::TlsStream::Server(c) => {
-                    c.get_mut().1.set_buffer_limit(Some(TLS_BUFFER))
-                }
+                tokio_rustls::TlsStream::Client(c) => c.get_mut().1.set_buffer_limit(Some(TLS_BUFFER)),
+                tokio_rustls::TlsStream::Server(c) => c.get_mut().1.set_buffer_limit(Some(TLS_BUFFER)),
             }
             let (r, w) = tokio::io::split(stream);
             let (wtx, wrx) = mpsc::unbounded_channel();
             let (itx, irx) = mpsc::unbounded_channel();
             let failure = Arc::new(Mutex::new(None));
-            let writer = tokio::spawn(writer_task(
-                w,
-                wrx,
-                cfg.session_id,
-                cfg.max_frame_payload,
-                failure.clone(),
-            ));
+            let writer = tokio::spawn(writer_task(w, wrx, cfg.session_id, cfg.max_frame_payload, failure.clone()));
             let rctx = ReaderCtx {
                 peer,
                 session_id: cfg.session_id,
@@ -1523,14 +1292,11 @@ impl TlsTransport {
 
     fn link(&self, peer: PartyId) -> Result<&PeerLink, NetError> {
         check_peer(peer, self.me, self.n)?;
-        self.links
-            .get(peer)
-            .and_then(Option::as_ref)
-            .ok_or(NetError::NoSuchPeer {
-                party: peer,
-                me: self.me,
-                n: self.n,
-            })
+        self.links.get(peer).and_then(Option::as_ref).ok_or(NetError::NoSuchPeer {
+            party: peer,
+            me: self.me,
+            n: self.n,
+        })
     }
 
     fn global_abort(&self) -> Option<NetError> {
@@ -1552,16 +1318,10 @@ impl Transport for TlsTransport {
         let link = self.link(to)?;
         let len = payload.len();
         if len > self.max_message {
-            return Err(NetError::MessageTooLarge {
-                peer: to,
-                size: len,
-                limit: self.max_message,
-            });
+            return Err(NetError::MessageTooLarge { peer: to, size: len, limit: self.max_message });
         }
         if link.writer.send(WriterCmd::Message(payload)).is_err() {
-            let reason = lock(&link.write_failure)
-                .clone()
-                .unwrap_or_else(|| "connection closed".to_owned());
+            let reason = lock(&link.write_failure).clone().unwrap_or_else(|| "connection closed".to_owned());
             return Err(NetError::Disconnected { peer: to, reason });
         }
         add(&self.counters.payload_sent, len);
@@ -1611,10 +1371,7 @@ impl Transport for TlsTransport {
         };
         match timeout(self.recv_timeout, wait).await {
             Ok(r) => r,
-            Err(_) => Err(NetError::Timeout {
-                peer: from,
-                after: self.recv_timeout,
-            }),
+            Err(_) => Err(NetError::Timeout { peer: from, after: self.recv_timeout }),
         }
     }
 
@@ -1622,11 +1379,7 @@ impl Transport for TlsTransport {
         let mut acks = Vec::new();
         for link in self.links.iter().flatten() {
             let (tx, rx) = oneshot::channel();
-            if link
-                .writer
-                .send(WriterCmd::Abort(reason.to_owned(), tx))
-                .is_ok()
-            {
+            if link.writer.send(WriterCmd::Abort(reason.to_owned(), tx)).is_ok() {
                 acks.push(rx);
             }
         }
@@ -1636,6 +1389,27 @@ impl Transport for TlsTransport {
             }
         })
         .await;
+    }
+
+    async fn shutdown(&mut self) {
+        for link in self.links.iter().flatten() {
+            let _ = link.writer.send(WriterCmd::Close);
+        }
+        // Writers flush what is queued, send Close and end; wait for them, bounded.
+        let writers = std::mem::take(&mut self.writers);
+        let aborts: Vec<AbortHandle> = writers.iter().map(JoinHandle::abort_handle).collect();
+        if timeout(CLOSE_GRACE, async {
+            for w in writers {
+                let _ = w.await;
+            }
+        })
+        .await
+        .is_err()
+        {
+            for a in aborts {
+                a.abort();
+            }
+        }
     }
 
     fn stats(&self) -> LinkStats {

@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concord_net::tls::{
-    client_config, server_config, server_name, Identity, TlsConfig, TlsPeer, TlsTransport,
-};
+use concord_net::tls::{client_config, server_config, server_name, Identity, TlsConfig, TlsPeer, TlsTransport};
 use concord_net::{hex, NetError, Transport};
 use concord_wire::{
-    decode_header, decode_hello, encode_header, encode_hello, FrameHeader, FrameKind, Hello,
-    WireError, HEADER_LEN, HELLO_LEN,
+    decode_header, decode_hello, encode_header, encode_hello, FrameHeader, FrameKind, Hello, WireError, HEADER_LEN,
+    HELLO_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,9 +21,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Run a test body with an overall time limit.
 async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
+    tokio::time::timeout(TEST_LIMIT, f).await.expect("test exceeded its time limit");
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -49,9 +45,7 @@ struct Setup {
 }
 
 async fn setup(n: usize) -> Setup {
-    let ids: Vec<Identity> = (0..n)
-        .map(|i| Identity::generate(&format!("party-{i}")).unwrap())
-        .collect();
+    let ids: Vec<Identity> = (0..n).map(|i| Identity::generate(&format!("party-{i}")).unwrap()).collect();
     let mut listeners = Vec::new();
     for _ in 0..n {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -59,16 +53,9 @@ async fn setup(n: usize) -> Setup {
     let peers = ids
         .iter()
         .zip(&listeners)
-        .map(|(id, l)| TlsPeer {
-            addr: l.local_addr().unwrap(),
-            fingerprint: id.fingerprint(),
-        })
+        .map(|(id, l)| TlsPeer { addr: l.local_addr().unwrap(), fingerprint: id.fingerprint() })
         .collect();
-    Setup {
-        ids,
-        listeners,
-        peers,
-    }
+    Setup { ids, listeners, peers }
 }
 
 fn config(s: &Setup, me: usize) -> TlsConfig {
@@ -79,15 +66,9 @@ fn config(s: &Setup, me: usize) -> TlsConfig {
 }
 
 /// Establish all parties concurrently.
-async fn establish_all(
-    cfgs: Vec<TlsConfig>,
-    listeners: Vec<TcpListener>,
-) -> Vec<Result<TlsTransport, NetError>> {
-    let handles: Vec<_> = cfgs
-        .into_iter()
-        .zip(listeners)
-        .map(|(c, l)| tokio::spawn(TlsTransport::establish(c, l)))
-        .collect();
+async fn establish_all(cfgs: Vec<TlsConfig>, listeners: Vec<TcpListener>) -> Vec<Result<TlsTransport, NetError>> {
+    let handles: Vec<_> =
+        cfgs.into_iter().zip(listeners).map(|(c, l)| tokio::spawn(TlsTransport::establish(c, l))).collect();
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await.unwrap());
@@ -104,11 +85,7 @@ async fn network(n: usize, tweak: impl Fn(&mut TlsConfig)) -> Vec<Arc<TlsTranspo
             c
         })
         .collect();
-    establish_all(cfgs, s.listeners)
-        .await
-        .into_iter()
-        .map(|r| Arc::new(r.unwrap()))
-        .collect()
+    establish_all(cfgs, s.listeners).await.into_iter().map(|r| Arc::new(r.unwrap())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +93,7 @@ async fn three_parties_exchange_in_order_and_count_bytes() {
     bounded(async {
         let net = network(3, |_| {}).await;
         const K: usize = 5;
-        let msg = |from: usize, to: usize, k: usize| {
-            bytes((from * 100 + to * 10 + k) as u64, 1000 * k + from)
-        };
+        let msg = |from: usize, to: usize, k: usize| bytes((from * 100 + to * 10 + k) as u64, 1000 * k + from);
         // Every party sends K messages to every other party, then receives.
         let mut tasks = Vec::new();
         for t in &net {
@@ -132,11 +107,7 @@ async fn three_parties_exchange_in_order_and_count_bytes() {
                 }
                 for from in (0..3).filter(|&j| j != me) {
                     for k in 0..K {
-                        assert_eq!(
-                            t.recv(from).await.unwrap(),
-                            msg(from, me, k),
-                            "{from} -> {me} #{k}"
-                        );
+                        assert_eq!(t.recv(from).await.unwrap(), msg(from, me, k), "{from} -> {me} #{k}");
                     }
                 }
             }));
@@ -151,56 +122,26 @@ async fn three_parties_exchange_in_order_and_count_bytes() {
         assert!(got == big, "20 MB message corrupted");
 
         let per_party_sent = |me: usize| -> u64 {
-            (0..3)
-                .filter(|&j| j != me)
-                .map(|to| (0..K).map(|k| msg(me, to, k).len() as u64).sum::<u64>())
-                .sum()
+            (0..3).filter(|&j| j != me).map(|to| (0..K).map(|k| msg(me, to, k).len() as u64).sum::<u64>()).sum()
         };
         let per_party_recv = |me: usize| -> u64 {
-            (0..3)
-                .filter(|&j| j != me)
-                .map(|from| (0..K).map(|k| msg(from, me, k).len() as u64).sum::<u64>())
-                .sum()
+            (0..3).filter(|&j| j != me).map(|from| (0..K).map(|k| msg(from, me, k).len() as u64).sum::<u64>()).sum()
         };
         for (i, t) in net.iter().enumerate() {
             let s = t.stats();
             let extra_sent = if i == 2 { big.len() as u64 } else { 0 };
             let extra_recv = if i == 0 { big.len() as u64 } else { 0 };
-            assert_eq!(
-                s.payload_bytes_sent,
-                per_party_sent(i) + extra_sent,
-                "party {i}"
-            );
-            assert_eq!(
-                s.payload_bytes_received,
-                per_party_recv(i) + extra_recv,
-                "party {i}"
-            );
-            assert_eq!(
-                s.messages_sent,
-                (2 * K) as u64 + u64::from(i == 2),
-                "party {i}"
-            );
+            assert_eq!(s.payload_bytes_sent, per_party_sent(i) + extra_sent, "party {i}");
+            assert_eq!(s.payload_bytes_received, per_party_recv(i) + extra_recv, "party {i}");
+            assert_eq!(s.messages_sent, (2 * K) as u64 + u64::from(i == 2), "party {i}");
             // Framing (28 bytes per frame) and TLS records come on top.
             let frames = (2 * K) as u64 + if i == 2 { 20 } else { 0 };
-            assert!(
-                s.wire_bytes_sent >= s.payload_bytes_sent + 28 * frames,
-                "party {i}: {s:?}"
-            );
-            assert!(
-                s.wire_bytes_received > s.payload_bytes_received,
-                "party {i}: {s:?}"
-            );
+            assert!(s.wire_bytes_sent >= s.payload_bytes_sent + 28 * frames, "party {i}: {s:?}");
+            assert!(s.wire_bytes_received > s.payload_bytes_received, "party {i}: {s:?}");
         }
         // Sending to ourselves or a non-party is refused.
-        assert!(matches!(
-            net[0].send(0, vec![1]).await,
-            Err(NetError::NoSuchPeer { .. })
-        ));
-        assert!(matches!(
-            net[0].recv(3).await,
-            Err(NetError::NoSuchPeer { .. })
-        ));
+        assert!(matches!(net[0].send(0, vec![1]).await, Err(NetError::NoSuchPeer { .. })));
+        assert!(matches!(net[0].recv(3).await, Err(NetError::NoSuchPeer { .. })));
     })
     .await;
 }
@@ -218,11 +159,7 @@ async fn unpinned_client_certificate_is_refused() {
         c1.connect_timeout = Duration::from_secs(2);
         let start = Instant::now();
         let r = establish_all(vec![c0, c1], s.listeners).await;
-        assert!(
-            start.elapsed() < Duration::from_secs(8),
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
         match &r[0] {
             Err(NetError::UnpinnedCertificate { fingerprint, addr }) => {
                 assert_eq!(fingerprint, &intruder_fp);
@@ -270,11 +207,7 @@ async fn wrong_session_id_is_refused() {
         c1.session_id = [0xAB; 16];
         let r = establish_all(vec![c0, c1], s.listeners).await;
         match &r[0] {
-            Err(NetError::WrongSession {
-                peer,
-                got,
-                expected,
-            }) => {
+            Err(NetError::WrongSession { peer, got, expected }) => {
                 assert_eq!(*peer, 1);
                 assert_eq!(got, &hex(&[0xAB; 16]));
                 assert_eq!(expected, &hex(&SID));
@@ -295,10 +228,7 @@ async fn wrong_session_id_is_refused() {
 /// Party 0 is a real transport; the test plays party 1 with a raw TLS client.
 async fn raw_party1(
     max_frame_payload: usize,
-) -> (
-    tokio::task::JoinHandle<Result<TlsTransport, NetError>>,
-    tokio_rustls::client::TlsStream<TcpStream>,
-) {
+) -> (tokio::task::JoinHandle<Result<TlsTransport, NetError>>, tokio_rustls::client::TlsStream<TcpStream>) {
     let mut s = setup(2).await;
     let mut c0 = config(&s, 0);
     c0.max_frame_payload = max_frame_payload;
@@ -308,34 +238,20 @@ async fn raw_party1(
     let party0 = tokio::spawn(TlsTransport::establish(c0, l0));
     let cfg = client_config(&s.ids[1], s.peers[0].fingerprint).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(server_name(), tcp)
-        .await
-        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg).connect(server_name(), tcp).await.unwrap();
     (party0, tls)
 }
 
 async fn raw_hello(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) {
     let h = FrameHeader::new(FrameKind::Hello, SID, HELLO_LEN as u32);
     tls.write_all(&encode_header(&h)).await.unwrap();
-    tls.write_all(&encode_hello(&Hello {
-        party: 1,
-        parties: 2,
-    }))
-    .await
-    .unwrap();
+    tls.write_all(&encode_hello(&Hello { party: 1, parties: 2 })).await.unwrap();
     tls.flush().await.unwrap();
     let mut reply = [0u8; HEADER_LEN + HELLO_LEN];
     tls.read_exact(&mut reply).await.unwrap();
     let h = decode_header(&reply, 1 << 20).unwrap();
     assert_eq!(h.kind, FrameKind::Hello);
-    assert_eq!(
-        decode_hello(&reply[HEADER_LEN..]).unwrap(),
-        Hello {
-            party: 0,
-            parties: 2
-        }
-    );
+    assert_eq!(decode_hello(&reply[HEADER_LEN..]).unwrap(), Hello { party: 0, parties: 2 });
 }
 
 /// After a bad frame party 0 drops the connection: we see EOF or an error, promptly.
@@ -360,10 +276,7 @@ async fn garbage_instead_of_hello_is_bad_frame() {
         tls.write_all(&bytes(7, 64)).await.unwrap();
         tls.flush().await.unwrap();
         match party0.await.unwrap() {
-            Err(NetError::BadFrame {
-                peer: 1,
-                source: WireError::BadMagic { .. },
-            }) => {}
+            Err(NetError::BadFrame { peer: 1, source: WireError::BadMagic { .. } }) => {}
             other => panic!("expected BadFrame from party 1, got {other:?}"),
         }
     })
@@ -387,22 +300,10 @@ async fn garbage_after_hello_is_bad_frame_naming_peer() {
         tls.flush().await.unwrap();
         assert_eq!(t0.recv(1).await.unwrap(), b"hello");
         let e = t0.recv(1).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                NetError::BadFrame {
-                    peer: 1,
-                    source: WireError::BadMagic { .. }
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, NetError::BadFrame { peer: 1, source: WireError::BadMagic { .. } }), "{e:?}");
         assert!(e.to_string().contains("party 1"), "{e}");
         // The error sticks, and the connection is dropped.
-        assert!(matches!(
-            t0.recv(1).await,
-            Err(NetError::BadFrame { peer: 1, .. })
-        ));
+        assert!(matches!(t0.recv(1).await, Err(NetError::BadFrame { peer: 1, .. })));
         expect_dropped(&mut tls).await;
     })
     .await;
@@ -419,10 +320,7 @@ async fn oversized_frame_is_refused() {
         tls.write_all(&encode_header(&h)).await.unwrap();
         tls.flush().await.unwrap();
         match t0.recv(1).await {
-            Err(NetError::BadFrame {
-                peer: 1,
-                source: WireError::OversizedFrame { len, max: m },
-            }) => {
+            Err(NetError::BadFrame { peer: 1, source: WireError::OversizedFrame { len, max: m } }) => {
                 assert_eq!(len, (max + 1) as u64);
                 assert_eq!(m, max);
             }
@@ -443,11 +341,7 @@ async fn oversized_message_is_refused_both_ways() {
         .await;
         assert!(matches!(
             net[0].send(1, vec![0; 1001]).await,
-            Err(NetError::MessageTooLarge {
-                peer: 1,
-                size: 1001,
-                limit: 1000
-            })
+            Err(NetError::MessageTooLarge { peer: 1, size: 1001, limit: 1000 })
         ));
         net[0].send(1, vec![5; 1000]).await.unwrap();
         assert_eq!(net[1].recv(0).await.unwrap(), vec![5; 1000]);
@@ -467,10 +361,7 @@ async fn silent_peer_times_out() {
             other => panic!("expected Timeout, got {other:?}"),
         }
         let took = start.elapsed();
-        assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-            "{took:?}"
-        );
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
         // The link still works afterwards.
         net[1].send(0, vec![1, 2, 3]).await.unwrap();
         assert_eq!(net[0].recv(1).await.unwrap(), vec![1, 2, 3]);
@@ -494,10 +385,7 @@ async fn abort_reaches_every_peer() {
             Err(NetError::PeerAborted { peer: 2, reason }) => assert_eq!(reason, "x"),
             other => panic!("expected PeerAborted for recv from another peer, got {other:?}"),
         }
-        assert!(matches!(
-            net[0].recv(2).await,
-            Err(NetError::PeerAborted { peer: 2, .. })
-        ));
+        assert!(matches!(net[0].recv(2).await, Err(NetError::PeerAborted { peer: 2, .. })));
     })
     .await;
 }
@@ -515,10 +403,7 @@ async fn dropped_peer_is_disconnected_after_its_last_message() {
             Err(NetError::Disconnected { peer: 1, .. }) => {}
             other => panic!("expected Disconnected, got {other:?}"),
         }
-        assert!(matches!(
-            t0.recv(1).await,
-            Err(NetError::Disconnected { peer: 1, .. })
-        ));
+        assert!(matches!(t0.recv(1).await, Err(NetError::Disconnected { peer: 1, .. })));
     })
     .await;
 }
@@ -551,12 +436,7 @@ async fn parties_starting_late_still_connect() {
 
 /// One raw TLS handshake with the transport's rustls configurations; returns
 /// whether the server side and the client side succeeded.
-async fn handshake(
-    server: &Identity,
-    allowed: &[[u8; 32]],
-    client: &Identity,
-    pin: [u8; 32],
-) -> (bool, bool) {
+async fn handshake(server: &Identity, allowed: &[[u8; 32]], client: &Identity, pin: [u8; 32]) -> (bool, bool) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let scfg = server_config(server, allowed).unwrap();
@@ -569,16 +449,14 @@ async fn handshake(
         }
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let cli = match tokio_rustls::TlsConnector::from(client_config(client, pin).unwrap())
-        .connect(server_name(), tcp)
-        .await
-    {
-        Ok(mut s) => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).await.is_ok() && &b == b"ok"
-        }
-        Err(_) => false,
-    };
+    let cli =
+        match tokio_rustls::TlsConnector::from(client_config(client, pin).unwrap()).connect(server_name(), tcp).await {
+            Ok(mut s) => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).await.is_ok() && &b == b"ok"
+            }
+            Err(_) => false,
+        };
     (srv.await.unwrap(), cli)
 }
 
@@ -590,20 +468,11 @@ async fn tls_layer_accepts_only_pinned_certificates() {
         let intruder = Identity::generate("intruder").unwrap();
         let sfp = server.fingerprint();
         let allowed = [client.fingerprint()];
-        assert_eq!(
-            handshake(&server, &allowed, &client, sfp).await,
-            (true, true)
-        );
+        assert_eq!(handshake(&server, &allowed, &client, sfp).await, (true, true));
         // Client certificate not pinned by the server.
-        assert_eq!(
-            handshake(&server, &allowed, &intruder, sfp).await,
-            (false, false)
-        );
+        assert_eq!(handshake(&server, &allowed, &intruder, sfp).await, (false, false));
         // Server certificate not the one the client pinned.
-        assert_eq!(
-            handshake(&server, &allowed, &client, intruder.fingerprint()).await,
-            (false, false)
-        );
+        assert_eq!(handshake(&server, &allowed, &client, intruder.fingerprint()).await, (false, false));
     })
     .await;
 }
@@ -616,21 +485,11 @@ fn identity_pem_roundtrip_and_redaction() {
     assert!(id.cert_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
     // A key that does not belong to the certificate is refused.
     let other = Identity::generate("party-1").unwrap();
-    assert!(matches!(
-        Identity::from_pem(&id.cert_pem(), &other.key_pem()),
-        Err(NetError::Config(_))
-    ));
+    assert!(matches!(Identity::from_pem(&id.cert_pem(), &other.key_pem()), Err(NetError::Config(_))));
     assert!(Identity::from_pem("garbage", &id.key_pem()).is_err());
     // Debug never shows the key.
     let dbg = format!("{id:?}");
-    let key_body: String = id
-        .key_pem()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take(20)
-        .collect();
+    let key_body: String = id.key_pem().lines().nth(1).unwrap().chars().take(20).collect();
     assert!(!dbg.contains(&key_body), "{dbg}");
     assert!(dbg.contains("redacted"), "{dbg}");
     assert!(dbg.contains(&hex(&id.fingerprint())), "{dbg}");

@@ -52,21 +52,12 @@ pub fn mul_send<R: Ring>(
         return Err(ProtocolError::LengthMismatch { left: len, right: y.len() });
     }
     if triples.len() != len {
-        return Err(ProtocolError::Preprocessing(format!(
-            "{} triples for {len} multiplications",
-            triples.len()
-        )));
+        return Err(ProtocolError::Preprocessing(format!("{} triples for {len} multiplications", triples.len())));
     }
     let mut masked = Vec::with_capacity(2 * len);
     masked.extend(x.expose().iter().zip(triples.a.expose()).map(|(x, a)| *x - *a));
     masked.extend(y.expose().iter().zip(triples.b.expose()).map(|(y, b)| *y - *b));
-    Ok((
-        MulState {
-            triples,
-            masked: masked.clone(),
-        },
-        masked,
-    ))
+    Ok((MulState { triples, masked: masked.clone() }, masked))
 }
 
 /// Step 2: combine everyone's masked operands into our share of the product.
@@ -79,12 +70,7 @@ pub fn mul_finish<R: Ring>(
     let len2 = ef.len();
     for (p, v) in received {
         if v.len() != len2 {
-            return Err(ProtocolError::WrongLength {
-                peer: *p,
-                what: "beaver",
-                expected: len2,
-                got: v.len(),
-            });
+            return Err(ProtocolError::WrongLength { peer: *p, what: "beaver", expected: len2, got: v.len() });
         }
         batch::add_assign(&mut ef, v);
     }
@@ -105,12 +91,7 @@ pub fn open_combine<R: Ring>(own: &ShareVec<R>, received: &[(PartyId, Vec<R>)]) 
     let mut out = own.expose().to_vec();
     for (p, v) in received {
         if v.len() != out.len() {
-            return Err(ProtocolError::WrongLength {
-                peer: *p,
-                what: "open",
-                expected: out.len(),
-                got: v.len(),
-            });
+            return Err(ProtocolError::WrongLength { peer: *p, what: "open", expected: out.len(), got: v.len() });
         }
         batch::add_assign(&mut out, v);
     }

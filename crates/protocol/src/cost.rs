@@ -1,7 +1,8 @@
 //! Rounds and elements sent per party for each operation on vectors of
 //! `len` elements: the theoretical counts, which tests compare with what the
-//! engine measures. Every message also carries an 8-byte header
-//! ([`crate::message::HEADER_LEN`]).
+//! engine measures. Long vectors travel in batches of [`BATCH`] elements,
+//! all sent before any is awaited (so still one round); every batch message
+//! carries an 8-byte header ([`crate::message::HEADER_LEN`]).
 //!
 //! Shamir, n parties, threshold t, with PRSS (t shares of every fresh
 //! sharing drawn from pairwise seeds):
@@ -16,6 +17,14 @@
 //! Additive with Beaver triples: input 0 messages; multiplication 2(n - 1) *
 //! len per party; open (n - 1) * len per party; open to one: (n - 1) parties
 //! send len each.
+
+/// Elements per message: operations on longer vectors stream in batches of this size.
+pub const BATCH: usize = 1 << 16;
+
+/// Number of batch messages for a vector of `len` elements (at least one).
+pub fn batches(len: usize) -> u64 {
+    len.div_ceil(BATCH).max(1) as u64
+}
 
 /// Cost of one operation for one party.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +61,7 @@ pub fn shamir_input(n: usize, t: usize, owner: usize, me: usize, len: usize) -> 
     Cost {
         rounds: u64::from(fanout > 0),
         elements_sent: if me == owner { fanout * len as u64 } else { 0 },
-        messages_sent: if me == owner { fanout } else { 0 },
+        messages_sent: if me == owner { fanout * batches(len) } else { 0 },
     }
 }
 
@@ -63,33 +72,21 @@ pub fn shamir_mul(n: usize, t: usize, me: usize, len: usize) -> Cost {
     Cost {
         rounds: 1,
         elements_sent: if resharer { fanout * len as u64 } else { 0 },
-        messages_sent: if resharer { fanout } else { 0 },
+        messages_sent: if resharer { fanout * batches(len) } else { 0 },
     }
 }
 
 /// Shamir opening to all, any party.
 pub fn shamir_open(t: usize, len: usize) -> Cost {
-    Cost {
-        rounds: 1,
-        elements_sent: (t * len) as u64,
-        messages_sent: t as u64,
-    }
+    Cost { rounds: 1, elements_sent: (t * len) as u64, messages_sent: t as u64 * batches(len) }
 }
 
 /// Additive multiplication with Beaver triples.
 pub fn beaver_mul(n: usize, len: usize) -> Cost {
-    Cost {
-        rounds: 1,
-        elements_sent: (2 * (n - 1) * len) as u64,
-        messages_sent: (n - 1) as u64,
-    }
+    Cost { rounds: 1, elements_sent: (2 * (n - 1) * len) as u64, messages_sent: (n - 1) as u64 }
 }
 
 /// Additive opening to all.
 pub fn additive_open(n: usize, len: usize) -> Cost {
-    Cost {
-        rounds: 1,
-        elements_sent: ((n - 1) * len) as u64,
-        messages_sent: (n - 1) as u64,
-    }
+    Cost { rounds: 1, elements_sent: ((n - 1) * len) as u64, messages_sent: (n - 1) as u64 }
 }

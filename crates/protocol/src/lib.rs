@@ -31,6 +31,9 @@ pub mod shamir;
 
 pub use concord_sharing::PartyId;
 
+/// Encoded messages to send: (recipient, bytes).
+pub type Outgoing = Vec<(PartyId, Vec<u8>)>;
+
 /// Errors of protocol logic. Where a peer's message is at fault, it is named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

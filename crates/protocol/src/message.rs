@@ -91,12 +91,7 @@ pub fn expect_payload<'a, R: Ring>(
 ) -> Result<&'a [u8], ProtocolError> {
     let payload = expect(peer, msg, op, domain_code(R::NAME), seq)?;
     if payload.len() != len * R::BYTES {
-        return Err(ProtocolError::WrongLength {
-            peer,
-            what,
-            expected: len,
-            got: payload.len() / R::BYTES,
-        });
+        return Err(ProtocolError::WrongLength { peer, what, expected: len, got: payload.len() / R::BYTES });
     }
     Ok(payload)
 }
@@ -111,7 +106,7 @@ pub fn encode_bytes(op: Op, domain: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Check the header of `msg` from `peer` against what we expect; return the payload.
-pub fn expect<'a>(peer: PartyId, msg: &'a [u8], op: Op, domain: u8, seq: u32) -> Result<&'a [u8], ProtocolError> {
+pub fn expect(peer: PartyId, msg: &[u8], op: Op, domain: u8, seq: u32) -> Result<&[u8], ProtocolError> {
     let (head, payload) = match msg.split_first_chunk::<HEADER_LEN>() {
         Some(x) => x,
         None => {
@@ -154,19 +149,10 @@ pub fn expect_vec<R: Ring>(
     what: &'static str,
 ) -> Result<Vec<R>, ProtocolError> {
     let payload = expect(peer, msg, op, domain_code(R::NAME), seq)?;
-    let v = batch::decode::<R>(payload).map_err(|e| ProtocolError::Malformed {
-        peer,
-        what,
-        reason: e.to_string(),
-    })?;
+    let v = batch::decode::<R>(payload).map_err(|e| ProtocolError::Malformed { peer, what, reason: e.to_string() })?;
     if let Some(len) = len {
         if v.len() != len {
-            return Err(ProtocolError::WrongLength {
-                peer,
-                what,
-                expected: len,
-                got: v.len(),
-            });
+            return Err(ProtocolError::WrongLength { peer, what, expected: len, got: v.len() });
         }
     }
     Ok(v)

@@ -85,10 +85,6 @@ impl InsecureDealer {
             mine = rest;
         }
         let [a, b, c] = mine;
-        Ok(Triples {
-            a: ShareVec::from_raw(a),
-            b: ShareVec::from_raw(b),
-            c: ShareVec::from_raw(c),
-        })
+        Ok(Triples { a: ShareVec::from_raw(a), b: ShareVec::from_raw(b), c: ShareVec::from_raw(c) })
     }
 }

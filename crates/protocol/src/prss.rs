@@ -117,11 +117,8 @@ impl SeedSetup {
     /// Step 3: all seeds known; build the streams.
     pub fn finish(self) -> Result<Prss, ProtocolError> {
         let me = self.me;
-        let missing = |peer: PartyId| ProtocolError::Malformed {
-            peer,
-            what: "seed",
-            reason: "no seed received".into(),
-        };
+        let missing =
+            |peer: PartyId| ProtocolError::Malformed { peer, what: "seed", reason: "no seed received".into() };
         let common = self.common.clone().ok_or_else(|| missing(0))?;
         let mut out_streams = Vec::with_capacity(self.n);
         let mut in_streams = Vec::with_capacity(self.n);
@@ -136,14 +133,7 @@ impl SeedSetup {
             out_streams.push(Some(s.stream((me * self.n + j) as u64)));
             in_streams.push(Some(s.stream((j * self.n + me) as u64)));
         }
-        Ok(Prss {
-            me,
-            n: self.n,
-            out_streams,
-            in_streams,
-            common: common.stream(u64::MAX),
-            local: None,
-        })
+        Ok(Prss { me, n: self.n, out_streams, in_streams, common: common.stream(u64::MAX), local: None })
     }
 }
 

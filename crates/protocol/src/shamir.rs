@@ -30,7 +30,7 @@ use crate::prss::Prss;
 
 /// Elements processed per step of the streaming kernels (fits in L1/L2).
 const CHUNK: usize = 4096;
-use crate::{PartyId, ProtocolError};
+use crate::{Outgoing, PartyId, ProtocolError};
 
 /// Who sends to whom when one party shares a vector.
 #[derive(Clone, Debug)]
@@ -83,12 +83,7 @@ impl<F: Field> ShamirPlan<F> {
             let mut targets = send_to.clone();
             targets.push(owner);
             let completer = Completer::new(params, &seeded, &targets)?;
-            routes.push(SharingRoute {
-                owner,
-                seeded,
-                send_to,
-                completer,
-            });
+            routes.push(SharingRoute { owner, seeded, send_to, completer });
         }
         let resharers = if params.supports_multiplication() {
             let q: Vec<PartyId> = (0..=2 * t).collect();
@@ -109,16 +104,7 @@ impl<F: Field> ShamirPlan<F> {
             set.extend_from_slice(&senders);
             open_to.push((senders, Lagrange::at_zero(&set, n)?));
         }
-        Ok(ShamirPlan {
-            params,
-            me,
-            routes,
-            resharers,
-            open_send_to,
-            open_recv_from,
-            open_lagrange,
-            open_to,
-        })
+        Ok(ShamirPlan { params, me, routes, resharers, open_send_to, open_recv_from, open_lagrange, open_to })
     }
 
     /// The sharing parameters.
@@ -132,9 +118,7 @@ impl<F: Field> ShamirPlan<F> {
     }
 
     fn route(&self, owner: PartyId) -> Result<&SharingRoute<F>, ProtocolError> {
-        self.routes
-            .get(owner)
-            .ok_or_else(|| ProtocolError::InvalidParams(format!("party {owner} out of range")))
+        self.routes.get(owner).ok_or_else(|| ProtocolError::InvalidParams(format!("party {owner} out of range")))
     }
 
     /// Routing of a sharing by `owner`.
@@ -148,7 +132,7 @@ impl<F: Field> ShamirPlan<F> {
         prss: &mut Prss,
         secret: &[F],
         seq: u32,
-    ) -> Result<(ShareVec<F>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
+    ) -> Result<(ShareVec<F>, Outgoing), ProtocolError> {
         let (own, msgs) = self.share_from_me(prss, secret, Op::Input, seq)?;
         Ok((ShareVec::from_raw(own), msgs))
     }
@@ -162,17 +146,15 @@ impl<F: Field> ShamirPlan<F> {
         value: &[F],
         op: Op,
         seq: u32,
-    ) -> Result<(Vec<F>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
+    ) -> Result<(Vec<F>, Outgoing), ProtocolError> {
         let route = self.route(self.me)?;
         let len = value.len();
-        let mut msgs: Vec<(PartyId, Vec<u8>)> = route
-            .send_to
-            .iter()
-            .map(|&p| (p, message::start_vec::<F>(op, seq, len)))
-            .collect();
-        let own_row = route.completer.row(route.send_to.len()).ok_or_else(|| {
-            ProtocolError::InvalidParams("sharing plan has no row for the owner".into())
-        })?;
+        let mut msgs: Vec<(PartyId, Vec<u8>)> =
+            route.send_to.iter().map(|&p| (p, message::start_vec::<F>(op, seq, len))).collect();
+        let own_row = route
+            .completer
+            .row(route.send_to.len())
+            .ok_or_else(|| ProtocolError::InvalidParams("sharing plan has no row for the owner".into()))?;
         let mut own = vec![F::ZERO; len];
         let mut fixed: Vec<Vec<F>> = vec![vec![F::ZERO; CHUNK.min(len)]; route.seeded.len()];
         let mut tmp = vec![F::ZERO; CHUNK.min(len)];
@@ -209,38 +191,30 @@ impl<F: Field> ShamirPlan<F> {
         Ok(self.route(owner)?.send_to.contains(&self.me))
     }
 
-    /// Input, receiver side: our share of `owner`'s vector of `len` elements.
-    /// `received` is the message payload, required iff [`Self::input_needs_message`].
+    /// Input, receiver side: write our share of the next `out.len()`
+    /// elements of `owner`'s vector into `out`. `received` is the message
+    /// payload, required iff [`Self::input_needs_message`].
     pub fn input_recv(
         &self,
         prss: &mut Prss,
         owner: PartyId,
-        len: usize,
         received: Option<&[u8]>,
-    ) -> Result<ShareVec<F>, ProtocolError> {
+        out: &mut [F],
+    ) -> Result<(), ProtocolError> {
         let route = self.route(owner)?;
         if route.seeded.contains(&self.me) {
-            return Ok(ShareVec::from_raw(prss.draw_from::<F>(owner, len)?));
+            return prss.fill_from::<F>(owner, out);
         }
         let payload = received.ok_or_else(|| ProtocolError::Malformed {
             peer: owner,
             what: "input",
             reason: "no share received".into(),
         })?;
-        let v = batch::decode::<F>(payload).map_err(|e| ProtocolError::Malformed {
+        batch::decode_into(out, payload).map_err(|e| ProtocolError::Malformed {
             peer: owner,
             what: "input",
             reason: e.to_string(),
-        })?;
-        if v.len() != len {
-            return Err(ProtocolError::WrongLength {
-                peer: owner,
-                what: "input",
-                expected: len,
-                got: v.len(),
-            });
-        }
-        Ok(ShareVec::from_raw(v))
+        })
     }
 
     fn resharers(&self) -> Result<&(Vec<PartyId>, Vec<F>), ProtocolError> {
@@ -257,13 +231,12 @@ impl<F: Field> ShamirPlan<F> {
     /// for a local degree-2t share vector `d` (overwritten and wiped).
     /// Returns our own contribution (if we are a resharer) and the encoded
     /// messages to send.
-    #[allow(clippy::type_complexity)]
     pub fn reshare_send(
         &self,
         prss: &mut Prss,
         d: &mut [F],
         seq: u32,
-    ) -> Result<(Option<Vec<F>>, Vec<(PartyId, Vec<u8>)>), ProtocolError> {
+    ) -> Result<(Option<Vec<F>>, Outgoing), ProtocolError> {
         let (q, lambda) = self.resharers()?;
         let Some(pos) = q.iter().position(|p| *p == self.me) else {
             wipe(d);
@@ -278,28 +251,24 @@ impl<F: Field> ShamirPlan<F> {
     /// The parties whose resharing message we must receive, in order.
     pub fn reshare_expected_from(&self) -> Result<Vec<PartyId>, ProtocolError> {
         let (q, _) = self.resharers()?;
-        Ok(q
-            .iter()
+        Ok(q.iter()
             .copied()
             .filter(|&i| i != self.me && self.routes.get(i).is_some_and(|r| r.send_to.contains(&self.me)))
             .collect())
     }
 
-    /// Degree reduction, step 3: sum our shares of the resharings.
-    /// `received` pairs each party of [`Self::reshare_expected_from`] with its message payload.
+    /// Degree reduction, step 3: add our shares of the other parties'
+    /// resharings into `acc`, which holds our own contribution (or zeros if
+    /// we do not reshare). `received` pairs each party of
+    /// [`Self::reshare_expected_from`] with its message payload for this batch.
     pub fn reshare_recv(
         &self,
         prss: &mut Prss,
-        own: Option<Vec<F>>,
+        acc: &mut [F],
         received: &[(PartyId, &[u8])],
-        len: usize,
-    ) -> Result<ShareVec<F>, ProtocolError> {
+    ) -> Result<(), ProtocolError> {
         let (q, _) = self.resharers()?;
-        let mut acc = own.unwrap_or_else(|| vec![F::ZERO; len]);
-        if acc.len() != len {
-            return Err(ProtocolError::LengthMismatch { left: acc.len(), right: len });
-        }
-        let mut tmp = vec![F::ZERO; CHUNK.min(len)];
+        let mut tmp = vec![F::ZERO; CHUNK.min(acc.len())];
         for &i in q {
             if i == self.me || !self.route(i)?.seeded.contains(&self.me) {
                 continue;
@@ -312,13 +281,13 @@ impl<F: Field> ShamirPlan<F> {
         }
         wipe(&mut tmp);
         for (i, payload) in received {
-            batch::decode_add_assign(&mut acc, payload).map_err(|e| ProtocolError::Malformed {
+            batch::decode_add_assign(acc, payload).map_err(|e| ProtocolError::Malformed {
                 peer: *i,
                 what: "reshare",
                 reason: e.to_string(),
             })?;
         }
-        Ok(ShareVec::from_raw(acc))
+        Ok(())
     }
 
     /// Opening to all: the parties we send our share to.
@@ -333,8 +302,8 @@ impl<F: Field> ShamirPlan<F> {
 
     /// Opening to all: reconstruct from our share and the received payloads
     /// (in [`Self::open_recv_from`] order). **Reveals the value.**
-    pub fn open_combine(&self, own: &ShareVec<F>, received: &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError> {
-        combine_encoded(&self.open_lagrange, own, received)
+    pub fn open_combine(&self, own: &[F], received: &[(PartyId, &[u8])], out: &mut [F]) -> Result<(), ProtocolError> {
+        combine_encoded(&self.open_lagrange, own, received, out)
     }
 
     /// Opening to party `r`: the parties that send their shares to `r`.
@@ -347,12 +316,17 @@ impl<F: Field> ShamirPlan<F> {
 
     /// Opening to us: reconstruct from our share and the senders' payloads
     /// (in [`Self::open_to_senders`] order). **Reveals the value.**
-    pub fn open_to_combine(&self, own: &ShareVec<F>, received: &[(PartyId, &[u8])]) -> Result<Vec<F>, ProtocolError> {
+    pub fn open_to_combine(
+        &self,
+        own: &[F],
+        received: &[(PartyId, &[u8])],
+        out: &mut [F],
+    ) -> Result<(), ProtocolError> {
         let (_, lag) = self
             .open_to
             .get(self.me)
             .ok_or_else(|| ProtocolError::InvalidParams("no plan for opening to us".into()))?;
-        combine_encoded(lag, own, received)
+        combine_encoded(lag, own, received, out)
     }
 }
 
@@ -360,25 +334,29 @@ impl<F: Field> ShamirPlan<F> {
 /// shares of the other parties, decoding as we go.
 fn combine_encoded<F: Field>(
     lag: &Lagrange<F>,
-    own: &ShareVec<F>,
+    own: &[F],
     received: &[(PartyId, &[u8])],
-) -> Result<Vec<F>, ProtocolError> {
+    out: &mut [F],
+) -> Result<(), ProtocolError> {
     let coeffs = lag.coeffs();
-    if coeffs.len() != received.len() + 1 {
+    if coeffs.len() != received.len() + 1 || own.len() != out.len() {
         return Err(ProtocolError::InvalidParams(format!(
-            "{} shares for an interpolation over {}",
+            "{} shares of {} elements for an interpolation over {} into {}",
             received.len() + 1,
-            coeffs.len()
+            own.len(),
+            coeffs.len(),
+            out.len()
         )));
     }
-    let mut out = own.expose().to_vec();
-    batch::scale(&mut out, coeffs[0]);
+    for (o, x) in out.iter_mut().zip(own) {
+        *o = coeffs[0] * *x;
+    }
     for ((peer, payload), c) in received.iter().zip(&coeffs[1..]) {
-        batch::decode_scale_add(&mut out, *c, payload).map_err(|e| ProtocolError::Malformed {
+        batch::decode_scale_add(out, *c, payload).map_err(|e| ProtocolError::Malformed {
             peer: *peer,
             what: "open",
             reason: e.to_string(),
         })?;
     }
-    Ok(out)
+    Ok(())
 }

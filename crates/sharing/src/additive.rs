@@ -14,9 +14,7 @@ pub fn share<R: Ring, G: RngCore + ?Sized>(
     rng: &mut G,
 ) -> Result<Vec<ShareVec<R>>, SharingError> {
     if n < 2 {
-        return Err(SharingError::InvalidParams(format!(
-            "additive sharing needs at least 2 parties, got {n}"
-        )));
+        return Err(SharingError::InvalidParams(format!("additive sharing needs at least 2 parties, got {n}")));
     }
     let mut last = secret.to_vec();
     let mut shares = Vec::with_capacity(n);
@@ -36,21 +34,13 @@ pub fn reconstruct<R: Ring>(shares: &[(PartyId, &ShareVec<R>)], n: usize) -> Res
     let parties: Vec<PartyId> = shares.iter().map(|(p, _)| *p).collect();
     crate::check_set(&parties, n)?;
     if shares.len() != n {
-        return Err(SharingError::NotEnoughShares {
-            have: shares.len(),
-            need: n,
-            t: n - 1,
-        });
+        return Err(SharingError::NotEnoughShares { have: shares.len(), need: n, t: n - 1 });
     }
     let len = shares.first().map(|(_, s)| s.len()).unwrap_or(0);
     let mut out = vec![R::ZERO; len];
     for (p, s) in shares {
         if s.len() != len {
-            return Err(SharingError::LengthMismatch {
-                party: *p,
-                expected: len,
-                got: s.len(),
-            });
+            return Err(SharingError::LengthMismatch { party: *p, expected: len, got: s.len() });
         }
         batch::add_assign(&mut out, s.expose());
     }

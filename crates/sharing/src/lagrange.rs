@@ -55,15 +55,11 @@ impl<F: Field> Lagrange<F> {
                     den *= xj - xm;
                 }
             }
-            let inv = den
-                .inv()
-                .map_err(|_| SharingError::InvalidParams("two parties share an evaluation point".into()))?;
+            let inv =
+                den.inv().map_err(|_| SharingError::InvalidParams("two parties share an evaluation point".into()))?;
             coeffs.push(num * inv);
         }
-        Ok(Lagrange {
-            parties: labels.to_vec(),
-            coeffs,
-        })
+        Ok(Lagrange { parties: labels.to_vec(), coeffs })
     }
 
     /// The parties, in the order their shares must be given.
@@ -88,11 +84,7 @@ impl<F: Field> Lagrange<F> {
         let len = shares.first().map(|s| s.len()).unwrap_or(0);
         for (s, &p) in shares.iter().zip(&self.parties) {
             if s.len() != len {
-                return Err(SharingError::LengthMismatch {
-                    party: p,
-                    expected: len,
-                    got: s.len(),
-                });
+                return Err(SharingError::LengthMismatch { party: p, expected: len, got: s.len() });
             }
         }
         let mut out = vec![F::ZERO; len];

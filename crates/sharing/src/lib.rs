@@ -118,10 +118,7 @@ impl<R: Ring> ConstantTimeEq for ShareVec<R> {
         if self.0.len() != other.0.len() {
             return subtle::Choice::from(0);
         }
-        self.0
-            .iter()
-            .zip(&other.0)
-            .fold(subtle::Choice::from(1), |acc, (a, b)| acc & a.ct_eq(b))
+        self.0.iter().zip(&other.0).fold(subtle::Choice::from(1), |acc, (a, b)| acc & a.ct_eq(b))
     }
 }
 

@@ -21,9 +21,7 @@ impl ShamirParams {
     /// Parameters with `1 <= t < n`; `n` must be below the field size.
     pub fn new<F: Field>(n: usize, t: usize) -> Result<Self, SharingError> {
         if t == 0 || t >= n {
-            return Err(SharingError::InvalidParams(format!(
-                "threshold t={t} must satisfy 1 <= t < n={n}"
-            )));
+            return Err(SharingError::InvalidParams(format!("threshold t={t} must satisfy 1 <= t < n={n}")));
         }
         if (n as u128) >= F::MODULUS {
             return Err(SharingError::InvalidParams(format!(
@@ -52,11 +50,7 @@ impl ShamirParams {
 
 /// Share every element of `secret` with an independent random polynomial of
 /// degree t. Returns the n share vectors in party order.
-pub fn share<F: Field, G: RngCore + ?Sized>(
-    secret: &[F],
-    params: ShamirParams,
-    rng: &mut G,
-) -> Vec<ShareVec<F>> {
+pub fn share<F: Field, G: RngCore + ?Sized>(secret: &[F], params: ShamirParams, rng: &mut G) -> Vec<ShareVec<F>> {
     let (n, t) = (params.n, params.t);
     let len = secret.len();
     // Coefficients a_1..a_t for every element, stored coefficient-major.
@@ -85,17 +79,10 @@ pub fn share<F: Field, G: RngCore + ?Sized>(
 
 /// Reconstruct from at least t + 1 shares (the first t + 1 given are used).
 /// **Opens the secret**: call only where the protocol reveals it.
-pub fn reconstruct<F: Field>(
-    shares: &[(PartyId, &ShareVec<F>)],
-    params: ShamirParams,
-) -> Result<Vec<F>, SharingError> {
+pub fn reconstruct<F: Field>(shares: &[(PartyId, &ShareVec<F>)], params: ShamirParams) -> Result<Vec<F>, SharingError> {
     let need = params.t + 1;
     if shares.len() < need {
-        return Err(SharingError::NotEnoughShares {
-            have: shares.len(),
-            need,
-            t: params.t,
-        });
+        return Err(SharingError::NotEnoughShares { have: shares.len(), need, t: params.t });
     }
     let used = &shares[..need];
     let parties: Vec<PartyId> = used.iter().map(|(p, _)| *p).collect();
@@ -143,11 +130,7 @@ impl<F: Field> Completer<F> {
             .iter()
             .map(|&p| Lagrange::with_points(&labels, &points, point::<F>(p)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Completer {
-            fixed: fixed.to_vec(),
-            targets: targets.to_vec(),
-            rows,
-        })
+        Ok(Completer { fixed: fixed.to_vec(), targets: targets.to_vec(), rows })
     }
 
     /// The parties whose shares are fixed.

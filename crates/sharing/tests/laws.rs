@@ -1,5 +1,7 @@
 //! Algebraic laws of the sharing schemes, and uniformity of t Shamir shares.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use concord_math::small::SmallPrime;
 use concord_math::{batch, Ring, M127, M61, Z64};
 use concord_sharing::lagrange::Lagrange;
@@ -174,14 +176,8 @@ fn bad_parameters_are_refused() {
     assert!(ShamirParams::new::<M61>(3, 3).is_err());
     assert!(ShamirParams::new::<SmallPrime<5>>(5, 2).is_err());
     assert!(additive::share::<Z64, _>(&[], 1, &mut ChaCha12Rng::seed_from_u64(0)).is_err());
-    assert_eq!(
-        Lagrange::<M61>::at_zero(&[0, 0], 3),
-        Err(SharingError::DuplicateParty(0))
-    );
-    assert_eq!(
-        Lagrange::<M61>::at_zero(&[0, 7], 3),
-        Err(SharingError::PartyOutOfRange { party: 7, n: 3 })
-    );
+    assert_eq!(Lagrange::<M61>::at_zero(&[0, 0], 3), Err(SharingError::DuplicateParty(0)));
+    assert_eq!(Lagrange::<M61>::at_zero(&[0, 7], 3), Err(SharingError::PartyOutOfRange { party: 7, n: 3 }));
 }
 
 #[test]

@@ -218,12 +218,7 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// A header of `kind` without the MORE flag.
     pub fn new(kind: FrameKind, session_id: [u8; SESSION_ID_LEN], len: u32) -> FrameHeader {
-        FrameHeader {
-            kind,
-            more: false,
-            session_id,
-            len,
-        }
+        FrameHeader { kind, more: false, session_id, len }
     }
 
     /// The payload length as `usize`.
@@ -257,20 +252,14 @@ pub fn encode_header(h: &FrameHeader) -> [u8; HEADER_LEN] {
 /// Abort at most [`MAX_ABORT_REASON`]). Extra bytes after the header are ignored.
 pub fn decode_header(bytes: &[u8], max_payload: usize) -> Result<FrameHeader, WireError> {
     let Some(b) = bytes.get(..HEADER_LEN) else {
-        return Err(WireError::Truncated {
-            needed: HEADER_LEN,
-            got: bytes.len(),
-        });
+        return Err(WireError::Truncated { needed: HEADER_LEN, got: bytes.len() });
     };
     let magic = [b[0], b[1], b[2], b[3]];
     if magic != MAGIC {
         return Err(WireError::BadMagic { got: magic });
     }
     if b[4] != VERSION {
-        return Err(WireError::UnsupportedVersion {
-            expected: VERSION,
-            got: b[4],
-        });
+        return Err(WireError::UnsupportedVersion { expected: VERSION, got: b[4] });
     }
     let kind = FrameKind::from_byte(b[5]).ok_or(WireError::UnknownKind { got: b[5] })?;
     let flags = b[6];
@@ -285,40 +274,19 @@ pub fn decode_header(bytes: &[u8], max_payload: usize) -> Result<FrameHeader, Wi
     let len = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
     let len_usize = len as usize;
     if u64::from(len) > max_payload as u64 {
-        return Err(WireError::OversizedFrame {
-            len: u64::from(len),
-            max: max_payload,
-        });
+        return Err(WireError::OversizedFrame { len: u64::from(len), max: max_payload });
     }
     match kind {
         FrameKind::Hello if len_usize != HELLO_LEN => {
-            return Err(WireError::BadPayloadLength {
-                kind,
-                expected: HELLO_LEN,
-                got: len_usize,
-            })
+            return Err(WireError::BadPayloadLength { kind, expected: HELLO_LEN, got: len_usize })
         }
-        FrameKind::Close if len != 0 => {
-            return Err(WireError::BadPayloadLength {
-                kind,
-                expected: 0,
-                got: len_usize,
-            })
-        }
+        FrameKind::Close if len != 0 => return Err(WireError::BadPayloadLength { kind, expected: 0, got: len_usize }),
         FrameKind::Abort if len_usize > MAX_ABORT_REASON => {
-            return Err(WireError::AbortTooLong {
-                got: len_usize,
-                max: MAX_ABORT_REASON,
-            })
+            return Err(WireError::AbortTooLong { got: len_usize, max: MAX_ABORT_REASON })
         }
         _ => {}
     }
-    Ok(FrameHeader {
-        kind,
-        more: flags & FLAG_MORE != 0,
-        session_id,
-        len,
-    })
+    Ok(FrameHeader { kind, more: flags & FLAG_MORE != 0, session_id, len })
 }
 
 /// Payload of a [`FrameKind::Hello`] frame.
@@ -341,21 +309,11 @@ pub fn encode_hello(h: &Hello) -> [u8; HELLO_LEN] {
 /// `2 <= parties` and `party < parties`.
 pub fn decode_hello(payload: &[u8]) -> Result<Hello, WireError> {
     let [p0, p1, n0, n1] = payload else {
-        return Err(WireError::BadPayloadLength {
-            kind: FrameKind::Hello,
-            expected: HELLO_LEN,
-            got: payload.len(),
-        });
+        return Err(WireError::BadPayloadLength { kind: FrameKind::Hello, expected: HELLO_LEN, got: payload.len() });
     };
-    let h = Hello {
-        party: u16::from_le_bytes([*p0, *p1]),
-        parties: u16::from_le_bytes([*n0, *n1]),
-    };
+    let h = Hello { party: u16::from_le_bytes([*p0, *p1]), parties: u16::from_le_bytes([*n0, *n1]) };
     if h.parties < 2 || h.party >= h.parties {
-        return Err(WireError::BadHello {
-            party: h.party,
-            parties: h.parties,
-        });
+        return Err(WireError::BadHello { party: h.party, parties: h.parties });
     }
     Ok(h)
 }
@@ -373,16 +331,11 @@ pub fn encode_abort(reason: &str) -> Vec<u8> {
 /// Decode an Abort payload: valid UTF-8 of at most [`MAX_ABORT_REASON`] bytes.
 pub fn decode_abort(payload: &[u8]) -> Result<String, WireError> {
     if payload.len() > MAX_ABORT_REASON {
-        return Err(WireError::AbortTooLong {
-            got: payload.len(),
-            max: MAX_ABORT_REASON,
-        });
+        return Err(WireError::AbortTooLong { got: payload.len(), max: MAX_ABORT_REASON });
     }
     match std::str::from_utf8(payload) {
         Ok(s) => Ok(s.to_owned()),
-        Err(e) => Err(WireError::AbortNotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        }),
+        Err(e) => Err(WireError::AbortNotUtf8 { valid_up_to: e.valid_up_to() }),
     }
 }
 
@@ -416,11 +369,7 @@ impl Iterator for FrameSplits {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = if self.done {
-            0
-        } else {
-            (self.total - self.next).div_ceil(self.step).max(1)
-        };
+        let n = if self.done { 0 } else { (self.total - self.next).div_ceil(self.step).max(1) };
         (n, Some(n))
     }
 }
@@ -430,12 +379,7 @@ impl ExactSizeIterator for FrameSplits {}
 /// Split a message of `payload_len` bytes into frames of at most
 /// `max_frame_payload` bytes (see [`FrameSplits`]).
 pub fn split_message(payload_len: usize, max_frame_payload: usize) -> FrameSplits {
-    FrameSplits {
-        next: 0,
-        total: payload_len,
-        step: max_frame_payload.clamp(1, u32::MAX as usize),
-        done: false,
-    }
+    FrameSplits { next: 0, total: payload_len, step: max_frame_payload.clamp(1, u32::MAX as usize), done: false }
 }
 
 /// The Data frames of `message`: for each frame, its encoded header and the
@@ -477,11 +421,7 @@ pub struct Reassembler {
 impl Reassembler {
     /// A reassembler accepting messages of at most `max_message` bytes.
     pub fn new(max_message: usize) -> Reassembler {
-        Reassembler {
-            max_message,
-            buf: Vec::new(),
-            pending: None,
-        }
+        Reassembler { max_message, buf: Vec::new(), pending: None }
     }
 
     /// The maximum message size.
@@ -505,19 +445,13 @@ impl Reassembler {
     pub fn start_frame(&mut self, header: &FrameHeader) -> Result<&mut Vec<u8>, WireError> {
         if header.kind != FrameKind::Data {
             self.reset();
-            return Err(WireError::UnexpectedKind {
-                got: header.kind,
-                expected: FrameKind::Data,
-            });
+            return Err(WireError::UnexpectedKind { got: header.kind, expected: FrameKind::Data });
         }
         let len = header.payload_len();
         let size = self.buf.len().saturating_add(len);
         if size > self.max_message {
             self.reset();
-            return Err(WireError::MessageTooLarge {
-                size,
-                max: self.max_message,
-            });
+            return Err(WireError::MessageTooLarge { size, max: self.max_message });
         }
         self.buf.reserve(len);
         self.pending = Some((self.buf.len(), len, header.more));
@@ -534,10 +468,7 @@ impl Reassembler {
         if self.buf.len() != start.saturating_add(len) {
             let got = self.buf.len().saturating_sub(start);
             self.reset();
-            return Err(WireError::LengthMismatch {
-                announced: len,
-                got,
-            });
+            return Err(WireError::LengthMismatch { announced: len, got });
         }
         if more {
             Ok(None)
@@ -547,17 +478,10 @@ impl Reassembler {
     }
 
     /// Add one Data frame; returns the message if this frame completes it.
-    pub fn push(
-        &mut self,
-        header: &FrameHeader,
-        payload: &[u8],
-    ) -> Result<Option<Vec<u8>>, WireError> {
+    pub fn push(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
         if payload.len() != header.payload_len() {
             self.reset();
-            return Err(WireError::LengthMismatch {
-                announced: header.payload_len(),
-                got: payload.len(),
-            });
+            return Err(WireError::LengthMismatch { announced: header.payload_len(), got: payload.len() });
         }
         self.start_frame(header)?.extend_from_slice(payload);
         self.finish_frame()

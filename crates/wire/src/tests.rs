@@ -8,12 +8,7 @@ use proptest::prelude::*;
 const SID: [u8; 16] = [7u8; 16];
 
 fn data(len: u32, more: bool) -> FrameHeader {
-    FrameHeader {
-        kind: FrameKind::Data,
-        more,
-        session_id: SID,
-        len,
-    }
+    FrameHeader { kind: FrameKind::Data, more, session_id: SID, len }
 }
 
 #[test]
@@ -22,12 +17,7 @@ fn header_layout_is_byte_exact() {
     for (i, b) in sid.iter_mut().enumerate() {
         *b = i as u8;
     }
-    let h = FrameHeader {
-        kind: FrameKind::Data,
-        more: true,
-        session_id: sid,
-        len: 0x0102_0304,
-    };
+    let h = FrameHeader { kind: FrameKind::Data, more: true, session_id: sid, len: 0x0102_0304 };
     let b = encode_header(&h);
     let mut expected = vec![b'C', b'N', b'C', b'D', 1, 2, 1, 0];
     expected.extend_from_slice(&sid);
@@ -42,51 +32,27 @@ fn rejects_each_bad_field() {
     let lim = 100;
     assert_eq!(
         decode_header(&good[..HEADER_LEN - 1], lim),
-        Err(WireError::Truncated {
-            needed: HEADER_LEN,
-            got: HEADER_LEN - 1
-        })
+        Err(WireError::Truncated { needed: HEADER_LEN, got: HEADER_LEN - 1 })
     );
     let mut b = good;
     b[0] = b'X';
-    assert_eq!(
-        decode_header(&b, lim),
-        Err(WireError::BadMagic { got: *b"XNCD" })
-    );
+    assert_eq!(decode_header(&b, lim), Err(WireError::BadMagic { got: *b"XNCD" }));
     let mut b = good;
     b[4] = 2;
-    assert_eq!(
-        decode_header(&b, lim),
-        Err(WireError::UnsupportedVersion {
-            expected: 1,
-            got: 2
-        })
-    );
+    assert_eq!(decode_header(&b, lim), Err(WireError::UnsupportedVersion { expected: 1, got: 2 }));
     for k in [0u8, 5, 255] {
         let mut b = good;
         b[5] = k;
-        assert_eq!(
-            decode_header(&b, lim),
-            Err(WireError::UnknownKind { got: k })
-        );
+        assert_eq!(decode_header(&b, lim), Err(WireError::UnknownKind { got: k }));
     }
     let mut b = good;
     b[6] = 0x02;
-    assert!(matches!(
-        decode_header(&b, lim),
-        Err(WireError::BadFlags { flags: 0x02, .. })
-    ));
+    assert!(matches!(decode_header(&b, lim), Err(WireError::BadFlags { flags: 0x02, .. })));
     let mut b = good;
     b[7] = 0x80;
-    assert_eq!(
-        decode_header(&b, lim),
-        Err(WireError::NonZeroReserved { got: 0x80 })
-    );
+    assert_eq!(decode_header(&b, lim), Err(WireError::NonZeroReserved { got: 0x80 }));
     let b = encode_header(&data(101, false));
-    assert_eq!(
-        decode_header(&b, lim),
-        Err(WireError::OversizedFrame { len: 101, max: 100 })
-    );
+    assert_eq!(decode_header(&b, lim), Err(WireError::OversizedFrame { len: 101, max: 100 }));
     // Exactly at the limit is fine.
     assert!(decode_header(&encode_header(&data(100, true)), lim).is_ok());
 }
@@ -96,70 +62,36 @@ fn kind_specific_lengths_and_flags() {
     let h = FrameHeader::new(FrameKind::Hello, SID, 5);
     assert!(matches!(
         decode_header(&encode_header(&h), 1 << 20),
-        Err(WireError::BadPayloadLength {
-            kind: FrameKind::Hello,
-            expected: 4,
-            got: 5
-        })
+        Err(WireError::BadPayloadLength { kind: FrameKind::Hello, expected: 4, got: 5 })
     ));
     let h = FrameHeader::new(FrameKind::Close, SID, 1);
     assert!(decode_header(&encode_header(&h), 1 << 20).is_err());
     let h = FrameHeader::new(FrameKind::Abort, SID, 1025);
-    assert_eq!(
-        decode_header(&encode_header(&h), 1 << 20),
-        Err(WireError::AbortTooLong {
-            got: 1025,
-            max: 1024
-        })
-    );
+    assert_eq!(decode_header(&encode_header(&h), 1 << 20), Err(WireError::AbortTooLong { got: 1025, max: 1024 }));
     let mut h = FrameHeader::new(FrameKind::Close, SID, 0);
     h.more = true;
     assert!(matches!(
         decode_header(&encode_header(&h), 1 << 20),
-        Err(WireError::BadFlags {
-            kind: FrameKind::Close,
-            ..
-        })
+        Err(WireError::BadFlags { kind: FrameKind::Close, .. })
     ));
 }
 
 #[test]
 fn hello_roundtrip_and_checks() {
-    let h = Hello {
-        party: 2,
-        parties: 3,
-    };
+    let h = Hello { party: 2, parties: 3 };
     let b = encode_hello(&h);
     assert_eq!(b, [2, 0, 3, 0]);
     assert_eq!(decode_hello(&b), Ok(h));
-    assert!(matches!(
-        decode_hello(&[0, 0, 3]),
-        Err(WireError::BadPayloadLength { got: 3, .. })
-    ));
-    assert_eq!(
-        decode_hello(&[3, 0, 3, 0]),
-        Err(WireError::BadHello {
-            party: 3,
-            parties: 3
-        })
-    );
+    assert!(matches!(decode_hello(&[0, 0, 3]), Err(WireError::BadPayloadLength { got: 3, .. })));
+    assert_eq!(decode_hello(&[3, 0, 3, 0]), Err(WireError::BadHello { party: 3, parties: 3 }));
     assert!(decode_hello(&[0, 0, 1, 0]).is_err());
 }
 
 #[test]
 fn abort_reason() {
     assert_eq!(decode_abort(&encode_abort("x")), Ok("x".to_owned()));
-    assert_eq!(
-        decode_abort(&[b'a', 0xff]),
-        Err(WireError::AbortNotUtf8 { valid_up_to: 1 })
-    );
-    assert_eq!(
-        decode_abort(&[b'a'; 1025]),
-        Err(WireError::AbortTooLong {
-            got: 1025,
-            max: 1024
-        })
-    );
+    assert_eq!(decode_abort(&[b'a', 0xff]), Err(WireError::AbortNotUtf8 { valid_up_to: 1 }));
+    assert_eq!(decode_abort(&[b'a'; 1025]), Err(WireError::AbortTooLong { got: 1025, max: 1024 }));
     // Truncation respects character boundaries: 1023 ASCII bytes + a 2-byte char.
     let long = format!("{}é", "a".repeat(1023));
     let enc = encode_abort(&long);
@@ -179,9 +111,7 @@ fn split_sizes() {
     // 16 MiB in 1 MiB frames.
     let frames: Vec<_> = split_message(16 << 20, DEFAULT_MAX_FRAME_PAYLOAD).collect();
     assert_eq!(frames.len(), 16);
-    assert!(frames
-        .iter()
-        .all(|(r, _)| r.len() == DEFAULT_MAX_FRAME_PAYLOAD));
+    assert!(frames.iter().all(|(r, _)| r.len() == DEFAULT_MAX_FRAME_PAYLOAD));
     // Zero frame size does not loop forever.
     assert_eq!(split_message(3, 0).count(), 3);
 }
@@ -191,43 +121,20 @@ fn reassembler_limits_and_errors() {
     let mut r = Reassembler::new(10);
     assert_eq!(r.push(&data(4, true), &[1; 4]), Ok(None));
     assert!(r.in_progress());
-    assert_eq!(
-        r.push(&data(6, false), &[2; 6]),
-        Ok(Some(vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2]))
-    );
+    assert_eq!(r.push(&data(6, false), &[2; 6]), Ok(Some(vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2])));
     assert!(!r.in_progress());
     // Exceeding the limit across frames.
     assert_eq!(r.push(&data(8, true), &[0; 8]), Ok(None));
-    assert_eq!(
-        r.push(&data(3, false), &[0; 3]),
-        Err(WireError::MessageTooLarge { size: 11, max: 10 })
-    );
+    assert_eq!(r.push(&data(3, false), &[0; 3]), Err(WireError::MessageTooLarge { size: 11, max: 10 }));
     assert!(!r.in_progress());
     // Length mismatch.
-    assert_eq!(
-        r.push(&data(3, false), &[0; 2]),
-        Err(WireError::LengthMismatch {
-            announced: 3,
-            got: 2
-        })
-    );
+    assert_eq!(r.push(&data(3, false), &[0; 2]), Err(WireError::LengthMismatch { announced: 3, got: 2 }));
     // Wrong kind.
     let h = FrameHeader::new(FrameKind::Close, SID, 0);
-    assert!(matches!(
-        r.push(&h, &[]),
-        Err(WireError::UnexpectedKind { .. })
-    ));
+    assert!(matches!(r.push(&h, &[]), Err(WireError::UnexpectedKind { .. })));
     // start/finish with too few bytes appended.
-    r.start_frame(&data(5, false))
-        .unwrap()
-        .extend_from_slice(&[1, 2]);
-    assert_eq!(
-        r.finish_frame(),
-        Err(WireError::LengthMismatch {
-            announced: 5,
-            got: 2
-        })
-    );
+    r.start_frame(&data(5, false)).unwrap().extend_from_slice(&[1, 2]);
+    assert_eq!(r.finish_frame(), Err(WireError::LengthMismatch { announced: 5, got: 2 }));
     assert_eq!(r.finish_frame(), Err(WireError::NoFrameInProgress));
     // Empty message.
     assert_eq!(r.push(&data(0, false), &[]), Ok(Some(vec![])));
@@ -251,31 +158,19 @@ fn message_frames_reassemble() {
 }
 
 fn arb_kind() -> impl Strategy<Value = FrameKind> {
-    prop_oneof![
-        Just(FrameKind::Hello),
-        Just(FrameKind::Data),
-        Just(FrameKind::Abort),
-        Just(FrameKind::Close)
-    ]
+    prop_oneof![Just(FrameKind::Hello), Just(FrameKind::Data), Just(FrameKind::Abort), Just(FrameKind::Close)]
 }
 
 fn arb_header() -> impl Strategy<Value = FrameHeader> {
-    (arb_kind(), any::<bool>(), any::<[u8; 16]>(), any::<u32>()).prop_map(
-        |(kind, more, sid, len)| {
-            let (more, len) = match kind {
-                FrameKind::Data => (more, len),
-                FrameKind::Hello => (false, HELLO_LEN as u32),
-                FrameKind::Close => (false, 0),
-                FrameKind::Abort => (false, len % (MAX_ABORT_REASON as u32 + 1)),
-            };
-            FrameHeader {
-                kind,
-                more,
-                session_id: sid,
-                len,
-            }
-        },
-    )
+    (arb_kind(), any::<bool>(), any::<[u8; 16]>(), any::<u32>()).prop_map(|(kind, more, sid, len)| {
+        let (more, len) = match kind {
+            FrameKind::Data => (more, len),
+            FrameKind::Hello => (false, HELLO_LEN as u32),
+            FrameKind::Close => (false, 0),
+            FrameKind::Abort => (false, len % (MAX_ABORT_REASON as u32 + 1)),
+        };
+        FrameHeader { kind, more, session_id: sid, len }
+    })
 }
 
 proptest! {
