@@ -487,12 +487,7 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
         self.session.begin_round();
         let len = a.len();
         for range in batches(len) {
-            let m = message::encode_vec(op, seq, &a.expose()[range]);
-            let mut sends: Vec<(PartyId, Vec<u8>)> = Vec::with_capacity(to.len());
-            if let Some((last, rest)) = to.split_last() {
-                sends.extend(rest.iter().map(|&p| (p, m.clone())));
-                sends.push((*last, m));
-            }
+            let sends = fan_out(to, message::encode_vec(op, seq, &a.expose()[range]));
             self.session.send_all(sends).await?;
         }
         if from.is_empty() {
@@ -707,6 +702,50 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> AdditiveEngine<R, T, P> {
         let me = self.me();
         (0..self.parties()).filter(|p| *p != me).collect()
     }
+
+    /// Send our share of `a` to `to`, and sum our share with those from `from`.
+    async fn open_additive(
+        &mut self,
+        a: &ShareVec<R>,
+        op: Op,
+        to: &[PartyId],
+        from: &[PartyId],
+    ) -> Result<Option<Vec<R>>, EngineError> {
+        let seq = self.session.next_seq();
+        self.session.begin_round();
+        for r in batches(a.len()) {
+            let sends = fan_out(to, message::encode_vec(op, seq, &a.expose()[r]));
+            self.session.send_all(sends).await?;
+        }
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let mut out = vec![R::ZERO; a.len()];
+        for r in batches(a.len()) {
+            let mut got = Vec::with_capacity(from.len());
+            for &p in from {
+                got.push((p, self.session.recv_one(p).await?));
+            }
+            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
+                .iter()
+                .map(|(p, m)| Ok((*p, message::expect_payload::<R>(*p, m, op, seq, r.len(), "open")?)))
+                .collect();
+            let payloads = self.session.guard(payloads).await?;
+            let step = beaver::open_combine(&a.expose()[r.clone()], &payloads, &mut out[r]);
+            self.session.guard(step.map_err(EngineError::from)).await?;
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The same message to every party in `to` (the last one takes the original).
+fn fan_out(to: &[PartyId], m: Vec<u8>) -> Vec<(PartyId, Vec<u8>)> {
+    let mut sends = Vec::with_capacity(to.len());
+    if let Some((last, rest)) = to.split_last() {
+        sends.extend(rest.iter().map(|&p| (p, m.clone())));
+        sends.push((*last, m));
+    }
+    sends
 }
 
 impl<R: Ring, T: Transport, P: TripleProvider<R>> Mpc for AdditiveEngine<R, T, P> {
@@ -738,21 +777,43 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> Mpc for AdditiveEngine<R, T, P
 
     async fn mul(&mut self, a: &ShareVec<R>, b: &ShareVec<R>) -> Result<ShareVec<R>, EngineError> {
         self.session.guard(same_len(a, b)).await?;
-        let triples = self.take_triples(a.len()).await?;
+        let t = self.take_triples(a.len()).await?;
         let seq = self.session.next_seq();
-        let step = beaver::mul_send(a, b, triples).map_err(EngineError::from);
-        let (state, masked) = self.session.guard(step).await?;
-        let m = message::encode_vec(Op::BeaverOpen, seq, &masked);
         let others = self.others();
-        let sends = others.iter().map(|&p| (p, m.clone())).collect();
-        let got = self.session.exchange(sends, &others).await?;
-        let decoded: Result<Vec<(PartyId, Vec<R>)>, EngineError> = got
-            .iter()
-            .map(|(p, m)| Ok((*p, message::expect_vec::<R>(*p, m, Op::BeaverOpen, seq, Some(2 * a.len()), "beaver")?)))
-            .collect();
-        let decoded = self.session.guard(decoded).await?;
-        let r = beaver::mul_finish(self.me(), state, &decoded).map_err(EngineError::from);
-        self.session.guard(r).await
+        let (x, y) = (a.expose(), b.expose());
+        let (ta, tb, tc) = (t.a.expose(), t.b.expose(), t.c.expose());
+        self.session.begin_round();
+        for r in batches(a.len()) {
+            let m = beaver::mul_message(seq, &x[r.clone()], &y[r.clone()], &ta[r.clone()], &tb[r.clone()]);
+            let m = self.session.guard(m.map_err(EngineError::from)).await?;
+            let sends = fan_out(&others, m);
+            self.session.send_all(sends).await?;
+        }
+        let mut out = vec![R::ZERO; a.len()];
+        let me = self.me();
+        for r in batches(a.len()) {
+            let mut got = Vec::with_capacity(others.len());
+            for &p in &others {
+                got.push((p, self.session.recv_one(p).await?));
+            }
+            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
+                .iter()
+                .map(|(p, m)| {
+                    Ok((*p, message::expect_payload::<R>(*p, m, Op::BeaverOpen, seq, 2 * r.len(), "beaver")?))
+                })
+                .collect();
+            let payloads = self.session.guard(payloads).await?;
+            let step = beaver::mul_finish(
+                me,
+                &x[r.clone()],
+                &y[r.clone()],
+                (&ta[r.clone()], &tb[r.clone()], &tc[r.clone()]),
+                &payloads,
+                &mut out[r],
+            );
+            self.session.guard(step.map_err(EngineError::from)).await?;
+        }
+        Ok(ShareVec::from_raw(out))
     }
 
     async fn inner_product(&mut self, a: &ShareVec<R>, b: &ShareVec<R>) -> Result<ShareVec<R>, EngineError> {
@@ -761,39 +822,21 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> Mpc for AdditiveEngine<R, T, P
     }
 
     async fn open(&mut self, a: &ShareVec<R>) -> Result<Vec<R>, EngineError> {
-        let seq = self.session.next_seq();
-        let m = message::encode_vec(Op::Open, seq, a.expose());
         let others = self.others();
-        let sends = others.iter().map(|&p| (p, m.clone())).collect();
-        let got = self.session.exchange(sends, &others).await?;
-        let decoded: Result<Vec<(PartyId, Vec<R>)>, EngineError> = got
-            .iter()
-            .map(|(p, m)| Ok((*p, message::expect_vec::<R>(*p, m, Op::Open, seq, Some(a.len()), "open")?)))
-            .collect();
-        let decoded = self.session.guard(decoded).await?;
-        let r = beaver::open_combine(a, &decoded).map_err(EngineError::from);
-        self.session.guard(r).await
+        let r = self.open_additive(a, Op::Open, &others, &others).await?;
+        r.ok_or_else(|| EngineError::Usage("opening needs at least two parties".into()))
     }
 
     async fn open_to(&mut self, to: PartyId, a: &ShareVec<R>) -> Result<Option<Vec<R>>, EngineError> {
         if to >= self.parties() {
             return Err(EngineError::Usage(format!("party {to} is not one of the {} parties", self.parties())));
         }
-        let seq = self.session.next_seq();
         if self.me() == to {
             let others = self.others();
-            let got = self.session.exchange(Vec::new(), &others).await?;
-            let decoded: Result<Vec<(PartyId, Vec<R>)>, EngineError> = got
-                .iter()
-                .map(|(p, m)| Ok((*p, message::expect_vec::<R>(*p, m, Op::OpenTo, seq, Some(a.len()), "open-to")?)))
-                .collect();
-            let decoded = self.session.guard(decoded).await?;
-            let r = beaver::open_combine(a, &decoded).map_err(EngineError::from);
-            return Ok(Some(self.session.guard(r).await?));
+            self.open_additive(a, Op::OpenTo, &[], &others).await
+        } else {
+            self.open_additive(a, Op::OpenTo, &[to], &[]).await
         }
-        let m = message::encode_vec(Op::OpenTo, seq, a.expose());
-        self.session.exchange(vec![(to, m)], &[]).await?;
-        Ok(None)
     }
 
     async fn finish(&mut self) -> Result<(), EngineError> {

@@ -14,7 +14,7 @@
 use concord_math::{batch, Ring};
 use concord_sharing::ShareVec;
 
-use crate::preprocessing::Triples;
+use crate::message::{self, Op};
 use crate::prss::Prss;
 use crate::{PartyId, ProtocolError};
 
@@ -35,65 +35,86 @@ pub fn input_recv<R: Ring>(prss: &mut Prss, owner: PartyId, len: usize) -> Resul
     Ok(ShareVec::from_raw(prss.draw_from::<R>(owner, len)?))
 }
 
-/// State between the two steps of a multiplication.
-pub struct MulState<R: Ring> {
-    triples: Triples<R>,
-    masked: Vec<R>,
+/// Step 1 for one batch: the message carrying e_p = x_p - a_p followed by
+/// f_p = y_p - b_p (2m elements), to broadcast to every other party.
+pub fn mul_message<R: Ring>(seq: u32, x: &[R], y: &[R], a: &[R], b: &[R]) -> Result<Vec<u8>, ProtocolError> {
+    let m = x.len();
+    if y.len() != m || a.len() != m || b.len() != m {
+        return Err(ProtocolError::LengthMismatch { left: m, right: y.len().min(a.len()).min(b.len()) });
+    }
+    let mut msg = message::start_vec::<R>(Op::BeaverOpen, seq, 2 * m);
+    let mut tmp = vec![R::ZERO; m.min(4096)];
+    for (xs, ys) in [(x, a), (y, b)] {
+        for (cx, cy) in xs.chunks(4096).zip(ys.chunks(4096)) {
+            let k = cx.len();
+            for ((t, p), q) in tmp[..k].iter_mut().zip(cx).zip(cy) {
+                *t = *p - *q;
+            }
+            batch::encode_into(&tmp[..k], &mut msg);
+        }
+    }
+    Ok(msg)
 }
 
-/// Step 1: the masked operands e_p || f_p to broadcast (2L elements).
-pub fn mul_send<R: Ring>(
-    x: &ShareVec<R>,
-    y: &ShareVec<R>,
-    triples: Triples<R>,
-) -> Result<(MulState<R>, Vec<R>), ProtocolError> {
-    let len = x.len();
-    if y.len() != len {
-        return Err(ProtocolError::LengthMismatch { left: len, right: y.len() });
-    }
-    if triples.len() != len {
-        return Err(ProtocolError::Preprocessing(format!("{} triples for {len} multiplications", triples.len())));
-    }
-    let mut masked = Vec::with_capacity(2 * len);
-    masked.extend(x.expose().iter().zip(triples.a.expose()).map(|(x, a)| *x - *a));
-    masked.extend(y.expose().iter().zip(triples.b.expose()).map(|(y, b)| *y - *b));
-    Ok((MulState { triples, masked: masked.clone() }, masked))
-}
-
-/// Step 2: combine everyone's masked operands into our share of the product.
+/// Step 2 for one batch: from our operands and triple shares and every other
+/// party's payload (e_q || f_q), write our share of x * y into `out`:
+/// z_p = c_p + e b_p + f a_p (+ e f at party 0) with e, f the public sums.
+#[allow(clippy::too_many_arguments)]
 pub fn mul_finish<R: Ring>(
     me: PartyId,
-    state: MulState<R>,
-    received: &[(PartyId, Vec<R>)],
-) -> Result<ShareVec<R>, ProtocolError> {
-    let mut ef = state.masked;
-    let len2 = ef.len();
-    for (p, v) in received {
-        if v.len() != len2 {
-            return Err(ProtocolError::WrongLength { peer: *p, what: "beaver", expected: len2, got: v.len() });
+    x: &[R],
+    y: &[R],
+    t: (&[R], &[R], &[R]),
+    received: &[(PartyId, &[u8])],
+    out: &mut [R],
+) -> Result<(), ProtocolError> {
+    let (a, b, c) = t;
+    let m = out.len();
+    if x.len() != m || y.len() != m || a.len() != m || b.len() != m || c.len() != m {
+        return Err(ProtocolError::LengthMismatch { left: m, right: x.len() });
+    }
+    let mut e: Vec<R> = x.iter().zip(a).map(|(p, q)| *p - *q).collect();
+    let mut f: Vec<R> = y.iter().zip(b).map(|(p, q)| *p - *q).collect();
+    for (peer, payload) in received {
+        if payload.len() != 2 * m * R::BYTES {
+            return Err(ProtocolError::WrongLength {
+                peer: *peer,
+                what: "beaver",
+                expected: 2 * m,
+                got: payload.len() / R::BYTES,
+            });
         }
-        batch::add_assign(&mut ef, v);
+        let (pe, pf) = payload.split_at(m * R::BYTES);
+        let bad = |e: concord_math::MathError| ProtocolError::Malformed {
+            peer: *peer,
+            what: "beaver",
+            reason: e.to_string(),
+        };
+        batch::decode_add_assign(&mut e, pe).map_err(bad)?;
+        batch::decode_add_assign(&mut f, pf).map_err(bad)?;
     }
-    let len = len2 / 2;
-    let (e, f) = ef.split_at(len);
-    let t = &state.triples;
-    let mut z = t.c.expose().to_vec();
-    batch::mul_add(&mut z, e, t.b.expose());
-    batch::mul_add(&mut z, f, t.a.expose());
+    out.copy_from_slice(c);
+    batch::mul_add(out, &e, b);
+    batch::mul_add(out, &f, a);
     if me == 0 {
-        batch::mul_add(&mut z, e, f);
+        batch::mul_add(out, &e, &f);
     }
-    Ok(ShareVec::from_raw(z))
+    Ok(())
 }
 
-/// Opening: the sum of all shares. **Reveals the value.**
-pub fn open_combine<R: Ring>(own: &ShareVec<R>, received: &[(PartyId, Vec<R>)]) -> Result<Vec<R>, ProtocolError> {
-    let mut out = own.expose().to_vec();
-    for (p, v) in received {
-        if v.len() != out.len() {
-            return Err(ProtocolError::WrongLength { peer: *p, what: "open", expected: out.len(), got: v.len() });
-        }
-        batch::add_assign(&mut out, v);
+/// Opening one batch: `out` = our share plus every received share (payloads
+/// decoded as they are added). **Reveals the value.**
+pub fn open_combine<R: Ring>(own: &[R], received: &[(PartyId, &[u8])], out: &mut [R]) -> Result<(), ProtocolError> {
+    if own.len() != out.len() {
+        return Err(ProtocolError::LengthMismatch { left: own.len(), right: out.len() });
     }
-    Ok(out)
+    out.copy_from_slice(own);
+    for (p, payload) in received {
+        batch::decode_add_assign(out, payload).map_err(|e| ProtocolError::Malformed {
+            peer: *p,
+            what: "open",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
 }

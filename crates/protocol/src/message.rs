@@ -90,7 +90,7 @@ pub fn expect_payload<'a, R: Ring>(
     what: &'static str,
 ) -> Result<&'a [u8], ProtocolError> {
     let payload = expect(peer, msg, op, domain_code(R::NAME), seq)?;
-    if payload.len() != len * R::BYTES {
+    if len.checked_mul(R::BYTES) != Some(payload.len()) {
         return Err(ProtocolError::WrongLength { peer, what, expected: len, got: payload.len() / R::BYTES });
     }
     Ok(payload)

@@ -129,7 +129,7 @@ impl SeedSetup {
                 continue;
             }
             let s = s.as_ref().ok_or_else(|| missing(j))?;
-            // Stream ids: 2 * (sender * n + receiver) keeps directions apart.
+            // Stream id sender * n + receiver keeps the two directions of a pair apart.
             out_streams.push(Some(s.stream((me * self.n + j) as u64)));
             in_streams.push(Some(s.stream((j * self.n + me) as u64)));
         }
