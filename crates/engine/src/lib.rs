@@ -267,6 +267,28 @@ impl<T: Transport> Session<T> {
         Ok(m)
     }
 
+    /// Receive one vector message from each party in `from` (in order) and
+    /// check its header (operation, domain, sequence number) and that it
+    /// carries exactly `len` elements of `R`; aborts on failure. Read the
+    /// payloads with [`payloads`].
+    pub async fn recv_vectors<R: Ring>(
+        &mut self,
+        from: &[PartyId],
+        op: Op,
+        seq: u32,
+        len: usize,
+        what: &'static str,
+    ) -> Result<Vec<(PartyId, Vec<u8>)>, EngineError> {
+        let mut got = Vec::with_capacity(from.len());
+        for &p in from {
+            let m = self.recv_one(p).await?;
+            let r = message::expect_payload::<R>(p, &m, op, seq, len, what).map(|_| ()).map_err(EngineError::from);
+            self.guard(r).await?;
+            got.push((p, m));
+        }
+        Ok(got)
+    }
+
     /// Count one communication round (for protocols that stream with
     /// [`Self::send_all`] and [`Self::recv_one`]).
     pub fn begin_round(&mut self) {
@@ -281,13 +303,20 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// Run a local step whose failure must abort the session too.
-    async fn guard<V>(&self, r: Result<V, EngineError>) -> Result<V, EngineError> {
+    /// Pass `r` through; if it is an error, first abort the session at every
+    /// peer with it. Wrap every local step of a protocol whose failure must
+    /// end the session.
+    pub async fn guard<V>(&self, r: Result<V, EngineError>) -> Result<V, EngineError> {
         if let Err(e) = &r {
             self.abort(e).await;
         }
         r
     }
+}
+
+/// The payloads of messages checked by [`Session::recv_vectors`] (header stripped).
+pub fn payloads(got: &[(PartyId, Vec<u8>)]) -> Vec<(PartyId, &[u8])> {
+    got.iter().map(|(p, m)| (*p, m.get(message::HEADER_LEN..).unwrap_or(&[]))).collect()
 }
 
 /// Operations on secret-shared vectors, common to every sharing scheme.
@@ -450,15 +479,8 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
             self.session.send_all(sends).await?;
         }
         for range in batches(len) {
-            let mut got = Vec::with_capacity(expected.len());
-            for &p in &expected {
-                got.push((p, self.session.recv_one(p).await?));
-            }
-            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-                .iter()
-                .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, Op::Reshare, seq, range.len(), "reshare")?)))
-                .collect();
-            let payloads = self.session.guard(payloads).await?;
+            let got = self.session.recv_vectors::<F>(&expected, Op::Reshare, seq, range.len(), "reshare").await?;
+            let payloads = payloads(&got);
             let step =
                 self.plan.reshare_recv(self.session.prss(), &mut out[range], &payloads).map_err(EngineError::from);
             self.session.guard(step).await?;
@@ -495,15 +517,8 @@ impl<F: Field, T: Transport> ShamirEngine<F, T> {
         }
         let mut out = vec![F::ZERO; len];
         for range in batches(len) {
-            let mut got = Vec::with_capacity(from.len());
-            for &p in from {
-                got.push((p, self.session.recv_one(p).await?));
-            }
-            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-                .iter()
-                .map(|(p, m)| Ok((*p, message::expect_payload::<F>(*p, m, op, seq, range.len(), "open")?)))
-                .collect();
-            let payloads = self.session.guard(payloads).await?;
+            let got = self.session.recv_vectors::<F>(from, op, seq, range.len(), "open").await?;
+            let payloads = payloads(&got);
             let r =
                 combine(&self.plan, &a.expose()[range.clone()], &payloads, &mut out[range]).map_err(EngineError::from);
             self.session.guard(r).await?;
@@ -722,15 +737,8 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> AdditiveEngine<R, T, P> {
         }
         let mut out = vec![R::ZERO; a.len()];
         for r in batches(a.len()) {
-            let mut got = Vec::with_capacity(from.len());
-            for &p in from {
-                got.push((p, self.session.recv_one(p).await?));
-            }
-            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-                .iter()
-                .map(|(p, m)| Ok((*p, message::expect_payload::<R>(*p, m, op, seq, r.len(), "open")?)))
-                .collect();
-            let payloads = self.session.guard(payloads).await?;
+            let got = self.session.recv_vectors::<R>(from, op, seq, r.len(), "open").await?;
+            let payloads = payloads(&got);
             let step = beaver::open_combine(&a.expose()[r.clone()], &payloads, &mut out[r]);
             self.session.guard(step.map_err(EngineError::from)).await?;
         }
@@ -792,17 +800,8 @@ impl<R: Ring, T: Transport, P: TripleProvider<R>> Mpc for AdditiveEngine<R, T, P
         let mut out = vec![R::ZERO; a.len()];
         let me = self.me();
         for r in batches(a.len()) {
-            let mut got = Vec::with_capacity(others.len());
-            for &p in &others {
-                got.push((p, self.session.recv_one(p).await?));
-            }
-            let payloads: Result<Vec<(PartyId, &[u8])>, EngineError> = got
-                .iter()
-                .map(|(p, m)| {
-                    Ok((*p, message::expect_payload::<R>(*p, m, Op::BeaverOpen, seq, 2 * r.len(), "beaver")?))
-                })
-                .collect();
-            let payloads = self.session.guard(payloads).await?;
+            let got = self.session.recv_vectors::<R>(&others, Op::BeaverOpen, seq, 2 * r.len(), "beaver").await?;
+            let payloads = payloads(&got);
             let step = beaver::mul_finish(
                 me,
                 &x[r.clone()],
