@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod demo;
 mod local;
+mod run;
 
 /// Concord: secure multiparty computation for organisations that may not share their data.
 #[derive(Parser)]
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run three parties on this machine over loopback TLS on built-in data and show what each learns.
     Demo,
+    /// Answer one SQL aggregate query over data split across parties (all parties in this process, loopback TLS).
+    Run(run::RunArgs),
     /// Benchmark a protocol end to end: n parties over the simulated network or TLS processes.
     Bench(bench::BenchArgs),
     /// One party of a `bench --transport tls` run (started by `concord bench`).
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo => demo::run(),
+        Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),
     }

@@ -1,0 +1,290 @@
+//! `concord run`: one joint query over data split across parties, every
+//! party in this process, connected by loopback TLS.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use concord_analytics::{PartyOutcome, Scheme};
+use concord_engine::EngineStats;
+use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
+use rand_chacha::rand_core::SeedableRng;
+
+use crate::local::{loopback_parties, run_parties};
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// One JSON object.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Sharing scheme choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SchemeArg {
+    /// n-of-n additive sharing.
+    Additive,
+    /// t-of-n Shamir sharing.
+    Shamir,
+}
+
+/// Arguments of `concord run`.
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// The schema file (TOML) shared by every party.
+    #[arg(long)]
+    pub schema: PathBuf,
+    /// A party and its data file (CSV or Parquet): NAME=FILE. Give at least two.
+    #[arg(long = "party", value_name = "NAME=FILE", required = true)]
+    pub parties: Vec<String>,
+    /// The query.
+    #[arg(long)]
+    pub sql: String,
+    /// Threshold t for Shamir sharing (default (n-1)/2; n-1 selects additive sharing).
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// Sharing scheme (default: additive for 2 parties, Shamir otherwise).
+    #[arg(long, value_enum)]
+    pub scheme: Option<SchemeArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// A party's name and data file.
+#[derive(Clone, Debug)]
+pub struct PartySpec {
+    /// Display name.
+    pub name: String,
+    /// Data file.
+    pub file: PathBuf,
+}
+
+/// Parse NAME=FILE.
+pub fn parse_party(s: &str) -> Result<PartySpec> {
+    let (name, file) = s.split_once('=').ok_or_else(|| anyhow!("--party {s:?}: expected NAME=FILE"))?;
+    if name.is_empty() || file.is_empty() {
+        bail!("--party {s:?}: expected NAME=FILE with a non-empty name and file");
+    }
+    Ok(PartySpec { name: name.to_string(), file: PathBuf::from(file) })
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    /// The answer, as the analyst reconstructs it.
+    pub table: ResultTable,
+    /// The arithmetic domain used.
+    pub domain: Domain,
+    /// The sharing scheme used.
+    pub scheme: Scheme,
+    /// Per party rounds and bytes.
+    pub stats: Vec<EngineStats>,
+    /// Party 1's share of party 0's first statistics (what a party receives).
+    pub sample_received: Vec<u128>,
+    /// Seconds from the start of the secure computation to the analyst's answer.
+    pub seconds: f64,
+    /// Number of statistics each party contributed.
+    pub stats_per_party: usize,
+}
+
+/// Choose the scheme from the arguments.
+pub fn choose_scheme(n: usize, threshold: Option<usize>, scheme: Option<SchemeArg>) -> Result<Scheme> {
+    let s = match (scheme, threshold) {
+        (Some(SchemeArg::Additive), None) => Scheme::Additive,
+        (Some(SchemeArg::Additive), Some(t)) if t + 1 == n => Scheme::Additive,
+        (Some(SchemeArg::Additive), Some(t)) => {
+            bail!("additive sharing is n-of-n: its threshold is n - 1 = {}, not {t}", n.saturating_sub(1))
+        }
+        (Some(SchemeArg::Shamir), t) => Scheme::Shamir { t: t.unwrap_or(n.saturating_sub(1) / 2) },
+        (None, Some(t)) if t + 1 == n => Scheme::Additive,
+        (None, Some(t)) => Scheme::Shamir { t },
+        (None, None) => Scheme::default_for(n),
+    };
+    s.validate(n).map_err(|e| anyhow!("{e}"))?;
+    Ok(s)
+}
+
+/// Load every party's data and compute its local statistics (each party's
+/// own step; here all in this process). Refuses before any computation.
+pub fn local_statistics(
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    parties: &[PartySpec],
+) -> Result<Vec<Vec<i128>>> {
+    parties
+        .iter()
+        .map(|p| {
+            let table = concord_data::load_table(&p.file, schema).map_err(|e| anyhow!("party {}: {e}", p.name))?;
+            concord_data::local_stats(&table, query, plan).map_err(|e| anyhow!("party {}: {e}", p.name))
+        })
+        .collect()
+}
+
+/// Run the secure part: every party shares its statistics over loopback
+/// TLS; the analyst reconstructs and finalises.
+pub fn execute(
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    locals: Vec<Vec<i128>>,
+    scheme: Scheme,
+) -> Result<RunOutput> {
+    let n = locals.len();
+    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
+    let stats_per_party = plan.len();
+    let start = Instant::now();
+    let parties = loopback_parties(n, "concord-run")?;
+    let inputs: Vec<_> = parties.into_iter().zip(locals).collect();
+    let results = run_parties(inputs, move |(lp, local)| async move {
+        let me = lp.me;
+        let net = lp.connect(Duration::from_secs(30)).await?;
+        let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+        concord_analytics::party(net, scheme, domain, &local, &mut rng).await.map_err(|e| anyhow!("party {me}: {e}"))
+    })?;
+    let mut outcomes: Vec<PartyOutcome> = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => outcomes.push(o),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("the secure computation failed: {}", failures.join("; "));
+    }
+    // The analyst: reconstruct the totals from the result shares and finalise.
+    let shares: Vec<_> = outcomes.iter().map(|o| &o.share).collect();
+    let totals = concord_analytics::reconstruct(&shares).map_err(|e| anyhow!("{e}"))?;
+    let table = concord_query::finalize(query, schema, plan, &totals).map_err(|e| anyhow!("{e}"))?;
+    Ok(RunOutput {
+        table,
+        domain,
+        scheme,
+        stats: outcomes.iter().map(|o| o.stats).collect(),
+        sample_received: outcomes.get(1).map(|o| o.sample_of_received.clone()).unwrap_or_default(),
+        seconds: start.elapsed().as_secs_f64(),
+        stats_per_party,
+    })
+}
+
+fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+/// `concord run`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let parties: Vec<PartySpec> = args.parties.iter().map(|s| parse_party(s)).collect::<Result<_>>()?;
+    if parties.len() < 2 {
+        bail!("a joint query needs at least two --party NAME=FILE");
+    }
+    let schema_path = args.schema.display().to_string();
+    let schema = Schema::from_toml(&read(&args.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
+    let query = concord_query::parse(&args.sql, &schema).map_err(|e| anyhow!("{e}"))?;
+    let plan = query.plan(&schema);
+    let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
+    let locals = local_statistics(&schema, &query, &plan, &parties)?;
+    let out = execute(&schema, &query, &plan, locals, scheme)?;
+    print_output(&out, args.format)
+}
+
+/// JSON for one result value.
+pub fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Int(i) => {
+            i64::try_from(*i).map(serde_json::Value::from).unwrap_or_else(|_| serde_json::Value::from(*i as f64))
+        }
+        Value::Number(x) => {
+            serde_json::Number::from_f64(*x).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+        }
+        Value::Text(s) => serde_json::Value::String(s.clone()),
+        Value::Null => serde_json::Value::Null,
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
+    }
+}
+
+/// Text for one result value.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Number(x) => {
+            if x.fract() == 0.0 && x.abs() < 1e15 {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.10}").trim_end_matches('0').to_string()
+            }
+        }
+        Value::Text(s) => s.clone(),
+        Value::Null => "NULL".to_string(),
+        Value::Array(a) => format!("[{}]", a.iter().map(value_text).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_output(out: &RunOutput, format: Format) -> Result<()> {
+    let rounds = out.stats.iter().map(|s| s.rounds).max().unwrap_or(0);
+    let bytes = out.stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0);
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> =
+                out.table.rows.iter().map(|r| serde_json::Value::Array(r.iter().map(value_json).collect())).collect();
+            let v = serde_json::json!({
+                "columns": out.table.columns,
+                "rows": rows,
+                "stats": {"rounds": rounds, "bytes_per_party": bytes, "seconds": out.seconds},
+            });
+            println!("{v}");
+        }
+        Format::Csv => {
+            println!("{}", out.table.columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+            for r in &out.table.rows {
+                println!("{}", r.iter().map(|v| csv_field(&value_text(v))).collect::<Vec<_>>().join(","));
+            }
+        }
+        Format::Table => {
+            print_table(&out.table);
+            eprintln!(
+                "{} parties, {:?} sharing over {:?}, {} statistics per party: {} rounds, {} bytes sent per party (max), {:.3} s",
+                out.stats.len(),
+                out.scheme,
+                out.domain,
+                out.stats_per_party,
+                rounds,
+                bytes,
+                out.seconds
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Print a result table with aligned columns.
+pub fn print_table(t: &ResultTable) {
+    let cells: Vec<Vec<String>> = t.rows.iter().map(|r| r.iter().map(value_text).collect()).collect();
+    let widths: Vec<usize> = t
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cells.iter().map(|r| r.get(i).map_or(0, |s| s.len())).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |items: Vec<&str>| {
+        items.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    println!("{}", line(t.columns.iter().map(String::as_str).collect()));
+    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    for r in &cells {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+}

@@ -1,0 +1,458 @@
+//! `concord run` end to end (parties over loopback TLS) against a plaintext
+//! reference computed here, independently, on the pooled rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde_json::Value as J;
+
+const SCHEMA: &str = r#"
+table = "t"
+max_rows = 100000
+
+[[column]]
+name = "x"
+type = "int"
+min = -50
+max = 50
+
+[[column]]
+name = "y"
+type = "int"
+min = 0
+max = 1000
+
+[[column]]
+name = "d"
+type = "decimal"
+scale = 2
+min = 0
+max = 100.00
+
+[[column]]
+name = "g"
+type = "category"
+values = ["a", "b", "c"]
+
+[[column]]
+name = "h"
+type = "category"
+values = ["u", "v"]
+"#;
+
+#[derive(Clone, Debug)]
+struct Row {
+    x: Option<i64>,
+    y: Option<i64>,
+    d: Option<i64>, // hundredths
+    g: usize,
+    h: usize,
+}
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> Dir {
+    let mut r = [0u8; 8];
+    ChaCha12Rng::from_os_rng().fill_bytes(&mut r);
+    let p = std::env::temp_dir().join(format!("concord-run-test-{tag}-{}-{:x?}", std::process::id(), r));
+    std::fs::create_dir_all(&p).unwrap();
+    Dir(p)
+}
+
+fn gen(seed: u64, rows: usize) -> Vec<Row> {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    let mut pick = |m: u64| (rng.next_u64() % m) as i64;
+    (0..rows)
+        .map(|_| {
+            let x = pick(101) - 50;
+            let noise = pick(201) - 100;
+            Row {
+                x: (pick(20) != 0).then_some(x),
+                y: (pick(25) != 0).then_some((500 + 7 * x + noise).clamp(0, 1000)),
+                d: (pick(30) != 0).then_some(pick(10001)),
+                g: pick(3) as usize,
+                h: pick(2) as usize,
+            }
+        })
+        .collect()
+}
+
+fn write_csv(dir: &Path, name: &str, rows: &[Row]) -> PathBuf {
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut s = String::from("x,y,d,g,h\n");
+    for r in rows {
+        let d = r.d.map(|d| format!("{}.{:02}", d / 100, d % 100)).unwrap_or_default();
+        s += &format!("{},{},{},{},{}\n", opt(r.x), opt(r.y), d, ["a", "b", "c"][r.g], ["u", "v"][r.h]);
+    }
+    let p = dir.join(format!("{name}.csv"));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn concord(args: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_concord")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Set up `parties` CSV files and the schema; returns (dir guard, base args).
+fn setup(parties: usize, seed: u64, rows: usize) -> (Dir, Vec<String>, Vec<Row>) {
+    let dir = tempdir(&format!("{parties}-{seed}"));
+    let schema = dir.0.join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let mut args = vec!["run".to_string(), "--schema".into(), schema.display().to_string()];
+    let mut pooled = Vec::new();
+    for p in 0..parties {
+        let rows = gen(seed * 100 + p as u64, rows + 37 * p);
+        let f = write_csv(&dir.0, &format!("party{p}"), &rows);
+        args.push("--party".into());
+        args.push(format!("p{p}={}", f.display()));
+        pooled.extend(rows);
+    }
+    (dir, args, pooled)
+}
+
+fn run_json(base: &[String], sql: &str, extra: &[&str]) -> J {
+    let mut args = base.to_vec();
+    args.extend(["--sql".to_string(), sql.to_string(), "--format".into(), "json".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (ok, out, err) = concord(&args);
+    assert!(ok, "concord run failed for {sql}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+// ---------- plaintext reference (PostgreSQL semantics, f64) ----------
+
+fn vals(rows: &[&Row], f: fn(&Row) -> Option<f64>) -> Vec<f64> {
+    rows.iter().filter_map(|r| f(r)).collect()
+}
+fn pairs(rows: &[&Row], fy: fn(&Row) -> Option<f64>, fx: fn(&Row) -> Option<f64>) -> (Vec<f64>, Vec<f64>) {
+    rows.iter().filter_map(|r| Some((fy(r)?, fx(r)?))).unzip()
+}
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+fn cov(y: &[f64], x: &[f64], ddof: f64) -> Option<f64> {
+    let n = y.len() as f64;
+    if n - ddof <= 0.0 {
+        return None;
+    }
+    let (my, mx) = (mean(y)?, mean(x)?);
+    Some(y.iter().zip(x).map(|(a, b)| (a - my) * (b - mx)).sum::<f64>() / (n - ddof))
+}
+fn ols(y: &[f64], xs: &[Vec<f64>]) -> Vec<f64> {
+    let k = xs.len() + 1;
+    let mut a = vec![vec![0.0f64; k + 1]; k];
+    for i in 0..y.len() {
+        let r: Vec<f64> = std::iter::once(1.0).chain(xs.iter().map(|c| c[i])).collect();
+        for p in 0..k {
+            for q in 0..k {
+                a[p][q] += r[p] * r[q];
+            }
+            a[p][k] += r[p] * y[i];
+        }
+    }
+    for c in 0..k {
+        let piv = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        a.swap(c, piv);
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(&pivot).skip(c) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    (0..k).map(|i| a[i][k] / a[i][i]).collect()
+}
+
+fn x(r: &Row) -> Option<f64> {
+    r.x.map(|v| v as f64)
+}
+fn y(r: &Row) -> Option<f64> {
+    r.y.map(|v| v as f64)
+}
+fn d(r: &Row) -> Option<f64> {
+    r.d.map(|v| v as f64 / 100.0)
+}
+
+fn num(v: Option<f64>) -> J {
+    v.map(J::from).unwrap_or(J::Null)
+}
+
+fn close(got: &J, want: &J, what: &str) {
+    match (got, want) {
+        (J::Array(a), J::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (p, q) in a.iter().zip(b) {
+                close(p, q, what);
+            }
+        }
+        (J::Number(a), J::Number(b)) => {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-9), "{what}: got {a}, want {b}");
+        }
+        _ => assert_eq!(got, want, "{what}"),
+    }
+}
+
+fn check_rows(out: &J, want: Vec<Vec<J>>, sql: &str) {
+    let rows = out["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), want.len(), "{sql}: {out}");
+    for (r, w) in rows.iter().zip(want) {
+        let r = r.as_array().unwrap();
+        assert_eq!(r.len(), w.len(), "{sql}");
+        for (i, (g, w)) in r.iter().zip(&w).enumerate() {
+            close(g, w, &format!("{sql} column {i}"));
+        }
+    }
+}
+
+fn univariate(rows: &[&Row]) -> Vec<J> {
+    let xv = vals(rows, x);
+    let dv = vals(rows, d);
+    vec![
+        J::from(rows.len()),
+        J::from(xv.len()),
+        if xv.is_empty() { J::Null } else { J::from(xv.iter().sum::<f64>() as i64) },
+        num(mean(&xv)),
+        num(cov(&xv, &xv, 0.0)),
+        num(cov(&xv, &xv, 1.0)),
+        num(cov(&dv, &dv, 0.0).map(f64::sqrt)),
+        num(cov(&dv, &dv, 1.0).map(f64::sqrt)),
+        num((!dv.is_empty()).then(|| dv.iter().sum::<f64>())),
+    ]
+}
+
+const UNIVARIATE: &str =
+    "SELECT COUNT(*), COUNT(x), SUM(x), AVG(x), VAR_POP(x), VAR_SAMP(x), STDDEV_POP(d), STDDEV_SAMP(d), SUM(d) FROM t";
+
+fn bivariate(rows: &[&Row]) -> Vec<J> {
+    let (yy, xx) = pairs(rows, y, x);
+    let vy = cov(&yy, &yy, 0.0);
+    let vx = cov(&xx, &xx, 0.0);
+    let c = cov(&yy, &xx, 0.0);
+    let slope = match (c, vx) {
+        (Some(c), Some(v)) if v != 0.0 => Some(c / v),
+        _ => None,
+    };
+    vec![
+        num(c),
+        num(cov(&yy, &xx, 1.0)),
+        num(match (c, vx, vy) {
+            (Some(c), Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(c / (a * b).sqrt()),
+            _ => None,
+        }),
+        num(slope),
+        num(slope.and_then(|s| Some(mean(&yy)? - s * mean(&xx)?))),
+        num(match (c, vx, vy) {
+            (Some(c), Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(c * c / (a * b)),
+            _ => None,
+        }),
+    ]
+}
+
+const BIVARIATE: &str =
+    "COVAR_POP(y, x), COVAR_SAMP(y, x), CORR(y, x), REGR_SLOPE(y, x), REGR_INTERCEPT(y, x), REGR_R2(y, x)";
+
+#[test]
+fn every_aggregate_matches_the_plaintext_for_2_3_5_7_parties() {
+    for (n, extra) in [
+        (2usize, vec![]),
+        (3, vec![]),
+        (3, vec!["--scheme", "additive"]),
+        (5, vec!["--threshold", "2"]),
+        (5, vec!["--threshold", "1"]),
+        (7, vec!["--threshold", "3"]),
+        (7, vec!["--threshold", "6"]),
+    ] {
+        let (_dir, base, pooled) = setup(n, n as u64, 300);
+        let all: Vec<&Row> = pooled.iter().collect();
+
+        // No WHERE, no GROUP BY.
+        let out = run_json(&base, UNIVARIATE, &extra);
+        check_rows(&out, vec![univariate(&all)], UNIVARIATE);
+        assert!(out["stats"]["rounds"].as_u64().unwrap() >= 1);
+        assert!(out["stats"]["bytes_per_party"].as_u64().unwrap() > 0);
+
+        // WHERE.
+        let sql = format!("{UNIVARIATE} WHERE (y > 500 AND g IN ('a', 'b')) OR NOT d BETWEEN 10 AND 90");
+        let out = run_json(&base, &sql, &extra);
+        let sel: Vec<&Row> = pooled
+            .iter()
+            .filter(|r| {
+                // (y > 500 AND g IN ('a','b')) with NULL y: unknown if g matches, else false.
+                let a = match r.y {
+                    Some(v) => Some(v > 500 && r.g < 2),
+                    None if r.g < 2 => None,
+                    None => Some(false),
+                };
+                let b = r.d.map(|v| !(1000..=9000).contains(&v));
+                matches!((a, b), (Some(true), _) | (_, Some(true)))
+            })
+            .collect();
+        check_rows(&out, vec![univariate(&sel)], &sql);
+
+        // GROUP BY, two-column aggregates.
+        let sql = format!("SELECT g, {BIVARIATE} FROM t GROUP BY g");
+        let out = run_json(&base, &sql, &extra);
+        let want = (0..3)
+            .map(|g| {
+                let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g).collect();
+                let mut v = vec![J::from(["a", "b", "c"][g])];
+                v.extend(bivariate(&rows));
+                v
+            })
+            .collect();
+        check_rows(&out, want, &sql);
+        assert_eq!(out["columns"][0], "g");
+
+        // GROUP BY two columns, WHERE IS NULL, histogram.
+        let sql = "SELECT g, h, COUNT(*), HISTOGRAM(y, 0, 1000, 10) FROM t WHERE x IS NOT NULL GROUP BY g, h";
+        let out = run_json(&base, sql, &extra);
+        let mut want = Vec::new();
+        for g in 0..3 {
+            for h in 0..2 {
+                let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g && r.h == h && r.x.is_some()).collect();
+                let mut bins = vec![0i64; 10];
+                for v in rows.iter().filter_map(|r| r.y) {
+                    if (0..1000).contains(&v) {
+                        bins[(v / 100) as usize] += 1;
+                    }
+                }
+                want.push(vec![
+                    J::from(["a", "b", "c"][g]),
+                    J::from(["u", "v"][h]),
+                    J::from(rows.len()),
+                    J::Array(bins.into_iter().map(J::from).collect()),
+                ]);
+            }
+        }
+        check_rows(&out, want, sql);
+
+        // Multiple regression.
+        let sql = "SELECT LINREG(y, x, d) FROM t WHERE h = 'u'";
+        let out = run_json(&base, sql, &extra);
+        let rows: Vec<&Row> =
+            pooled.iter().filter(|r| r.h == 0 && r.x.is_some() && r.y.is_some() && r.d.is_some()).collect();
+        let yv: Vec<f64> = rows.iter().map(|r| y(r).unwrap()).collect();
+        let xs = vec![rows.iter().map(|r| x(r).unwrap()).collect(), rows.iter().map(|r| d(r).unwrap()).collect()];
+        let b = ols(&yv, &xs);
+        let got = out["rows"][0][0].as_array().unwrap();
+        for (g, w) in got.iter().zip(&b) {
+            let g = g.as_f64().unwrap();
+            // The reference solves the normal equations in f64; ours is exact.
+            assert!((g - w).abs() <= 1e-7 * w.abs().max(1.0), "LINREG: got {g}, want {w}");
+        }
+    }
+}
+
+#[test]
+fn output_formats() {
+    let (_dir, base, pooled) = setup(3, 9, 50);
+    let mut args = base.clone();
+    args.extend(["--sql".into(), "SELECT h, COUNT(*) FROM t GROUP BY h".into(), "--format".into(), "csv".into()]);
+    let (ok, out, err) = concord(&args);
+    assert!(ok, "{err}");
+    let u = pooled.iter().filter(|r| r.h == 0).count();
+    assert_eq!(out.lines().next(), Some("h,COUNT(*)"));
+    assert_eq!(out.lines().nth(1), Some(format!("u,{u}").as_str()));
+    let mut args = base;
+    args.extend(["--sql".into(), "SELECT COUNT(*) FROM t".into()]);
+    let (ok, out, err) = concord(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains(&pooled.len().to_string()), "{out}");
+    assert!(err.contains("rounds"), "the table format reports cost on stderr: {err}");
+}
+
+#[test]
+fn schema_data_and_query_errors_are_refused_with_their_reason() {
+    let (dir, base, _) = setup(2, 5, 20);
+    let bad_rows = dir.0.join("bad.csv");
+    std::fs::write(&bad_rows, "x,y,d,g,h\n1,2,3.00,a,u\n60,2,3.00,a,u\n").unwrap();
+    let missing_col = dir.0.join("missing.csv");
+    std::fs::write(&missing_col, "x,y,g,h\n1,2,a,u\n").unwrap();
+    let bad_cat = dir.0.join("cat.csv");
+    std::fs::write(&bad_cat, "x,y,d,g,h\n1,2,3.00,z,u\n").unwrap();
+    let bad_dec = dir.0.join("dec.csv");
+    std::fs::write(&bad_dec, "x,y,d,g,h\n1,2,3.001,a,u\n").unwrap();
+    let p = |f: &Path| format!("bad={}", f.display());
+    let with = |party: String, sql: &str| {
+        let mut a = base.clone();
+        a.extend(["--party".into(), party, "--sql".into(), sql.into()]);
+        a
+    };
+    for (args, needles) in [
+        (with(p(&bad_rows), "SELECT COUNT(*) FROM t"), vec!["bad.csv", "row 2", "x", "50"]),
+        (with(p(&missing_col), "SELECT COUNT(*) FROM t"), vec!["missing.csv", "d"]),
+        (with(p(&bad_cat), "SELECT COUNT(*) FROM t"), vec!["cat.csv", "row 1", "g", "z"]),
+        (with(p(&bad_dec), "SELECT COUNT(*) FROM t"), vec!["dec.csv", "row 1", "d"]),
+        (with(p(&dir.0.join("nope.csv")), "SELECT COUNT(*) FROM t"), vec!["nope.csv"]),
+        (with(p(&bad_rows).replace("bad.csv", "bad.txt"), "SELECT COUNT(*) FROM t"), vec!["bad.txt"]),
+        (
+            {
+                let mut a = base.clone();
+                a.extend(["--sql".into(), "SELECT COUNT(*) FROM t".into(), "--threshold".into(), "2".into()]);
+                a
+            },
+            vec!["threshold"],
+        ),
+        (
+            {
+                let mut a = base.clone();
+                a.extend(["--sql".into(), "SELECT AVG(zz) FROM t".into()]);
+                a
+            },
+            vec!["zz"],
+        ),
+        (
+            {
+                let mut a = base.clone();
+                a.extend(["--sql".into(), "SELECT MEDIAN(x) FROM t".into()]);
+                a
+            },
+            vec!["MEDIAN"],
+        ),
+        (
+            {
+                let mut a = base.clone();
+                a.extend(["--sql".into(), "SELECT COUNT(*) FROM t GROUP BY x".into()]);
+                a
+            },
+            vec!["GROUP BY", "x"],
+        ),
+        (
+            {
+                let mut a = base.clone();
+                a.extend(["--sql".into(), "SELECT COUNT(*) FROM t JOIN u ON t.x = u.x".into()]);
+                a
+            },
+            vec!["JOIN"],
+        ),
+    ] {
+        let (ok, _, err) = concord(&args);
+        assert!(!ok, "{args:?} should fail");
+        for n in needles {
+            assert!(err.contains(n), "expected {n:?} in the error for {args:?}:\n{err}");
+        }
+    }
+    // A bad schema file names itself.
+    let schema = dir.0.join("bad_schema.toml");
+    std::fs::write(&schema, "table = \"t\"\n[[column]]\nname = \"x\"\ntype = \"float\"\n").unwrap();
+    let mut a = base.clone();
+    a[2] = schema.display().to_string();
+    a.extend(["--sql".into(), "SELECT COUNT(*) FROM t".into()]);
+    let (ok, _, err) = concord(&a);
+    assert!(!ok);
+    assert!(err.contains("bad_schema.toml") && err.contains("float"), "{err}");
+}
