@@ -106,6 +106,12 @@ pub struct ResultShare {
 }
 
 impl ResultShare {
+    /// Rebuild a share received from a party (for example over a pipe or
+    /// the network); [`reconstruct`] checks that the shares fit together.
+    pub fn from_parts(party: PartyId, parties: usize, scheme: Scheme, domain: Domain, values: Vec<u128>) -> Self {
+        ResultShare { party, parties, scheme, domain, values }
+    }
+
     /// The canonical share values. **Secret** until combined by the analyst.
     pub fn expose(&self) -> &[u128] {
         &self.values

@@ -4,10 +4,6 @@
 //! Inputs are pseudo-random 32-bit integers derived from `--seed`, the same
 //! at every run, so every party can check the opened result.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,7 +11,6 @@ use clap::{Args, ValueEnum};
 use concord_engine::{AdditiveEngine, EngineError, Mpc, ShamirEngine};
 use concord_math::{batch, Field, Ring, M127, M61, Z64};
 use concord_net::sim::{self, LinkParams};
-use concord_net::tls::{Identity, TlsConfig, TlsPeer, TlsTransport};
 use concord_net::Transport;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -387,245 +382,50 @@ fn run_sim(args: &BenchArgs) -> Result<Vec<PartyReport>> {
         .collect()
 }
 
-/// Private working directory for one TLS run (certificates and keys), removed on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn create() -> Result<Self> {
-        let mut tag = [0u8; 8];
-        ChaCha12Rng::from_os_rng().fill_bytes(&mut tag);
-        let dir = std::env::temp_dir().join(format!("concord-bench-{}-{}", std::process::id(), concord_net::hex(&tag)));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        set_mode(&dir, 0o700)?;
-        Ok(RunDir(dir))
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
-    Ok(())
-}
-
-fn write_secret(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, "").with_context(|| format!("writing {}", path.display()))?;
-    set_mode(path, 0o600)?;
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
-}
-
-struct ChildParty {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Drop for ChildParty {
-    fn drop(&mut self) {
-        // A party still running when we give up is stopped, never orphaned.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-enum Line {
-    Port(usize, u16),
-    Phase(usize, String),
-    Report(usize, Box<PartyReport>),
-    Exit(usize),
-}
-
 fn run_tls(args: &BenchArgs, pb: &ProgressBar) -> Result<Vec<PartyReport>> {
-    let n = args.parties;
-    let dir = RunDir::create()?;
-    pb.set_message(format!("generating {n} TLS identities"));
-    let mut fingerprints = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = Identity::generate(&format!("concord-bench-party-{i}"))?;
-        fingerprints.push(concord_net::hex(&id.fingerprint()));
-        std::fs::write(dir.0.join(format!("party-{i}.crt")), id.cert_pem())?;
-        write_secret(&dir.0.join(format!("party-{i}.key")), &id.key_pem())?;
-    }
-    std::fs::write(dir.0.join("fingerprints"), fingerprints.join("\n"))?;
-    let mut session = [0u8; 16];
-    ChaCha12Rng::from_os_rng().fill_bytes(&mut session);
     let spec = serde_json::to_string(args)?;
-    let exe = std::env::current_exe().context("locating the concord executable")?;
-    let (tx, rx) = mpsc::channel::<Line>();
-    let mut children = Vec::with_capacity(n);
-    pb.set_message(format!("starting {n} party processes"));
-    for i in 0..n {
-        let mut child = Command::new(&exe)
-            .arg("bench-party")
-            .args(["--party", &i.to_string()])
-            .arg("--dir")
-            .arg(&dir.0)
-            .args(["--session", &concord_net::hex(&session), "--spec", &spec])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting party {i}"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("party {i}: no stdout"))?;
-        let stdin = child.stdin.take();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let msg = if let Some(p) = line.strip_prefix("PORT ") {
-                    p.trim().parse().ok().map(|p| Line::Port(i, p))
-                } else if let Some(p) = line.strip_prefix("PHASE ") {
-                    Some(Line::Phase(i, p.to_string()))
-                } else if let Some(r) = line.strip_prefix("REPORT ") {
-                    serde_json::from_str(r).ok().map(|r| Line::Report(i, Box::new(r)))
-                } else {
-                    None
-                };
-                if let Some(m) = msg {
-                    let _ = tx.send(m);
-                }
-            }
-            let _ = tx.send(Line::Exit(i));
-        });
-        children.push(ChildParty { child, stdin });
-    }
-    drop(tx);
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs + 30);
-    let wait = |rx: &mpsc::Receiver<Line>| -> Result<Line> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(left).map_err(|_| anyhow!("the parties did not finish in time"))
-    };
-    // Collect ports, then tell every party where the others listen.
-    let mut ports = vec![None; n];
-    while ports.iter().any(Option::is_none) {
-        match wait(&rx)? {
-            Line::Port(i, p) => ports[i] = Some(p),
-            Line::Exit(i) => bail!("party {i} exited before listening (see its error above)"),
-            _ => {}
-        }
-    }
-    let list: Vec<String> = ports.iter().map(|p| p.unwrap_or(0).to_string()).collect();
-    for (i, c) in children.iter_mut().enumerate() {
-        if let Some(mut stdin) = c.stdin.take() {
-            writeln!(stdin, "PEERS {}", list.join(",")).with_context(|| format!("telling party {i} its peers"))?;
-        }
-    }
-    pb.set_message("parties connecting over TLS".to_string());
-    let mut reports: Vec<Option<PartyReport>> = vec![None; n];
-    let mut exited = vec![false; n];
-    while exited.iter().any(|e| !e) {
-        match wait(&rx)? {
-            Line::Report(i, r) => reports[i] = Some(*r),
-            Line::Phase(i, p) => pb.set_message(format!("party {i}: {p}")),
-            Line::Exit(i) => exited[i] = true,
-            Line::Port(..) => {}
-        }
-    }
-    let mut failed = Vec::new();
-    for (i, c) in children.iter_mut().enumerate() {
-        let status = c.child.wait().with_context(|| format!("waiting for party {i}"))?;
-        if !status.success() {
-            failed.push(format!("party {i} ({status})"));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("the run failed: {}; each party's error is printed above", failed.join(", "));
-    }
-    reports.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| anyhow!("party {i} sent no report"))).collect()
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let results = crate::procs::run_processes(
+        args.parties,
+        "bench-party",
+        |_| vec!["--spec".into(), spec.clone()],
+        timeout,
+        Some(pb),
+    )?;
+    results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable report")))
+        .collect()
 }
 
 /// Arguments of the hidden `concord bench-party`.
 #[derive(Args, Clone, Debug)]
 pub struct PartyArgs {
-    /// This party's index.
-    #[arg(long)]
-    party: usize,
-    /// Directory with every party's certificate and this party's key.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Session id (32 hex digits).
-    #[arg(long)]
-    session: String,
+    #[command(flatten)]
+    child: crate::procs::ChildArgs,
     /// The benchmark arguments, as JSON.
     #[arg(long)]
     spec: String,
-}
-
-fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
-    let s = s.trim();
-    if s.len() != 2 * N || !s.is_ascii() {
-        bail!("{what} must be {} hex digits, got {:?}", 2 * N, s);
-    }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).with_context(|| format!("{what} is not hex: {s:?}"))?;
-    }
-    Ok(out)
 }
 
 /// `concord bench-party`: one party of a TLS benchmark.
 pub fn run_party(p: PartyArgs) -> Result<()> {
     let args: BenchArgs = serde_json::from_str(&p.spec).context("parsing --spec")?;
     args.validate()?;
-    let me = p.party;
-    let session = parse_hex::<16>(&p.session, "--session")?;
-    let cert = std::fs::read_to_string(p.dir.join(format!("party-{me}.crt")))?;
-    let key = std::fs::read_to_string(p.dir.join(format!("party-{me}.key")))?;
-    let identity = Identity::from_pem(&cert, &key)?;
-    let fps = std::fs::read_to_string(p.dir.join("fingerprints"))?;
-    let fps: Vec<[u8; 32]> = fps.lines().map(|l| parse_hex::<32>(l, "fingerprint")).collect::<Result<_>>()?;
-    if fps.len() != args.parties || me >= args.parties {
-        bail!("party {me}: {} fingerprints for {} parties", fps.len(), args.parties);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let port = listener.local_addr()?.port();
-    let mut out = std::io::stdout();
-    writeln!(out, "PORT {port}")?;
-    out.flush()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    let ports: Vec<u16> = line
-        .trim()
-        .strip_prefix("PEERS ")
-        .ok_or_else(|| anyhow!("party {me}: expected PEERS line, got {line:?}"))?
-        .split(',')
-        .map(|s| s.parse::<u16>().with_context(|| format!("bad port {s:?}")))
-        .collect::<Result<_>>()?;
-    if ports.len() != args.parties {
-        bail!("party {me}: {} ports for {} parties", ports.len(), args.parties);
-    }
-    let peers = ports
-        .iter()
-        .zip(&fps)
-        .map(|(port, fp)| TlsPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 1], *port)), fingerprint: *fp })
-        .collect();
-    let mut cfg = TlsConfig::new(me, identity, peers, session);
-    cfg.recv_timeout = Duration::from_secs(args.timeout_secs);
-    cfg.connect_timeout = Duration::from_secs(args.timeout_secs.min(30));
-    let t0 = Instant::now();
-    let net = rt.block_on(TlsTransport::establish(cfg, listener)).map_err(|e| anyhow!("party {me}: {e}"))?;
-    writeln!(out, "PHASE connected")?;
+    let me = p.child.party;
+    let mut t0 = Instant::now();
+    let (rt, net) =
+        crate::procs::child_connect(&p.child, args.parties, Duration::from_secs(args.timeout_secs), || {
+            t0 = Instant::now()
+        })?;
     if args.crash_party == Some(me) {
         // Simulated crash: no abort message, no goodbye.
         std::process::exit(3);
     }
     let mut report = rt.block_on(party_main(net, args, t0)).map_err(|e| anyhow!("party {me}: {e}"))?;
     report.peak_rss_bytes = peak_rss_bytes();
-    writeln!(out, "REPORT {}", serde_json::to_string(&report)?)?;
-    out.flush()?;
-    Ok(())
+    crate::procs::result(&serde_json::to_string(&report)?)
 }
 
 /// The summary printed by `concord bench`.

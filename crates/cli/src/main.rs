@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod demo;
 mod local;
+mod procs;
 mod run;
 
 /// Concord: secure multiparty computation for organisations that may not share their data.
@@ -27,6 +28,9 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmark a protocol end to end: n parties over the simulated network or TLS processes.
     Bench(bench::BenchArgs),
+    /// One party of a `run --processes` run (started by `concord run`).
+    #[command(hide = true)]
+    RunParty(run::RunPartyArgs),
     /// One party of a `bench --transport tls` run (started by `concord bench`).
     #[command(hide = true)]
     BenchParty(bench::PartyArgs),
@@ -41,6 +45,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Demo => demo::run(),
         Command::Run(args) => run::run(args),
+        Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),
     }

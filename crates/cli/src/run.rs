@@ -54,6 +54,148 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Run every party as its own OS process (each reads only its own file);
+    /// the result shares come back to this process, the analyst.
+    #[arg(long)]
+    pub processes: bool,
+}
+
+/// What a party process needs besides its data file (all public).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct PartySpecJson {
+    schema: PathBuf,
+    sql: String,
+    parties: usize,
+    /// `None` for additive sharing.
+    threshold: Option<usize>,
+    m127: bool,
+}
+
+/// A party process's result share, sent to the analyst.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ShareJson {
+    party: usize,
+    values: Vec<String>,
+    rounds: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// Arguments of the hidden `concord run-party`.
+#[derive(Args, Clone, Debug)]
+pub struct RunPartyArgs {
+    #[command(flatten)]
+    child: crate::procs::ChildArgs,
+    /// The public run description, as JSON.
+    #[arg(long)]
+    spec: String,
+    /// This party's data file.
+    #[arg(long)]
+    file: PathBuf,
+}
+
+fn scheme_of(threshold: Option<usize>) -> Scheme {
+    match threshold {
+        Some(t) => Scheme::Shamir { t },
+        None => Scheme::Additive,
+    }
+}
+
+/// `concord run-party`: one party of `concord run --processes`. Loads and
+/// checks its own file, computes its local statistics, connects, and sends
+/// its share of the totals to the parent (the analyst).
+pub fn run_party(a: RunPartyArgs) -> Result<()> {
+    let spec: PartySpecJson = serde_json::from_str(&a.spec).context("parsing --spec")?;
+    let me = a.child.party;
+    let schema_path = spec.schema.display().to_string();
+    let schema = Schema::from_toml(&read(&spec.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
+    let query = concord_query::parse(&spec.sql, &schema).map_err(|e| anyhow!("{e}"))?;
+    let plan = query.plan(&schema);
+    let me_spec = PartySpec { name: format!("{me}"), file: a.file.clone() };
+    let local = local_statistics(&schema, &query, &plan, std::slice::from_ref(&me_spec))?
+        .pop()
+        .ok_or_else(|| anyhow!("party {me}: no statistics"))?;
+    let (rt, net) = crate::procs::child_connect(&a.child, spec.parties, Duration::from_secs(60), || {})?;
+    let domain = if spec.m127 { Domain::M127 } else { Domain::M61 };
+    let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+    let out = rt
+        .block_on(concord_analytics::party(net, scheme_of(spec.threshold), domain, &local, &mut rng))
+        .map_err(|e| anyhow!("party {me}: {e}"))?;
+    let share = ShareJson {
+        party: me,
+        values: out.share.expose().iter().map(|v| v.to_string()).collect(),
+        rounds: out.stats.rounds,
+        bytes_sent: out.stats.bytes_sent,
+        bytes_received: out.stats.bytes_received,
+    };
+    crate::procs::result(&serde_json::to_string(&share)?)
+}
+
+/// `concord run --processes`: the parent is the analyst.
+fn execute_processes(
+    schema_path: &Path,
+    sql: &str,
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    parties: &[PartySpec],
+    scheme: Scheme,
+) -> Result<RunOutput> {
+    let n = parties.len();
+    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
+    let schema_abs = std::fs::canonicalize(schema_path).unwrap_or_else(|_| schema_path.to_path_buf());
+    let spec = PartySpecJson {
+        schema: schema_abs,
+        sql: sql.to_string(),
+        parties: n,
+        threshold: match scheme {
+            Scheme::Shamir { t } => Some(t),
+            _ => None,
+        },
+        m127: domain == Domain::M127,
+    };
+    let spec = serde_json::to_string(&spec)?;
+    let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
+    let start = Instant::now();
+    let results = crate::procs::run_processes(
+        n,
+        "run-party",
+        |i| vec!["--spec".into(), spec.clone(), "--file".into(), files.get(i).cloned().unwrap_or_default()],
+        Duration::from_secs(60),
+        None,
+    )?;
+    let mut shares = Vec::with_capacity(n);
+    let mut stats = Vec::with_capacity(n);
+    for (i, r) in results.iter().enumerate() {
+        let s: ShareJson = serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable share"))?;
+        let values = s
+            .values
+            .iter()
+            .map(|v| v.parse::<u128>().with_context(|| format!("party {i} sent a bad share value {v:?}")))
+            .collect::<Result<Vec<u128>>>()?;
+        if s.party != i {
+            bail!("party {i} sent a share labelled as party {}", s.party);
+        }
+        shares.push(concord_analytics::ResultShare::from_parts(i, n, scheme, domain, values));
+        stats.push(EngineStats {
+            rounds: s.rounds,
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            messages_sent: 0,
+        });
+    }
+    let refs: Vec<_> = shares.iter().collect();
+    let totals = concord_analytics::reconstruct(&refs).map_err(|e| anyhow!("{e}"))?;
+    let table = concord_query::finalize(query, schema, plan, &totals).map_err(|e| anyhow!("{e}"))?;
+    Ok(RunOutput {
+        table,
+        domain,
+        scheme,
+        stats,
+        sample_received: Vec::new(),
+        seconds: start.elapsed().as_secs_f64(),
+        stats_per_party: plan.len(),
+    })
 }
 
 /// A party's name and data file.
@@ -188,8 +330,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let query = concord_query::parse(&args.sql, &schema).map_err(|e| anyhow!("{e}"))?;
     let plan = query.plan(&schema);
     let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
-    let locals = local_statistics(&schema, &query, &plan, &parties)?;
-    let out = execute(&schema, &query, &plan, locals, scheme)?;
+    let out = if args.processes {
+        execute_processes(&args.schema, &args.sql, &schema, &query, &plan, &parties, scheme)?
+    } else {
+        let locals = local_statistics(&schema, &query, &plan, &parties)?;
+        execute(&schema, &query, &plan, locals, scheme)?
+    };
     print_output(&out, args.format)
 }
 

@@ -456,3 +456,42 @@ fn schema_data_and_query_errors_are_refused_with_their_reason() {
     assert!(!ok);
     assert!(err.contains("bad_schema.toml") && err.contains("float"), "{err}");
 }
+
+/// Every party in its own OS process, reading only its own file, over
+/// loopback TLS; only result shares reach the analyst (the parent).
+#[test]
+fn parties_as_separate_processes_over_real_sockets() {
+    for (n, extra) in [(3usize, vec!["--processes"]), (4, vec!["--processes", "--threshold", "3"])] {
+        let (_dir, base, pooled) = setup(n, 40 + n as u64, 200);
+        let all: Vec<&Row> = pooled.iter().collect();
+        let out = run_json(&base, UNIVARIATE, &extra);
+        check_rows(&out, vec![univariate(&all)], UNIVARIATE);
+        let sql = format!("SELECT g, {BIVARIATE} FROM t GROUP BY g");
+        let out = run_json(&base, &sql, &extra);
+        let want = (0..3)
+            .map(|g| {
+                let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g).collect();
+                let mut v = vec![J::from(["a", "b", "c"][g])];
+                v.extend(bivariate(&rows));
+                v
+            })
+            .collect();
+        check_rows(&out, want, &sql);
+    }
+    // A party whose file is bad refuses in its own process, naming file, row and column.
+    let (dir, base, _) = setup(3, 77, 30);
+    let bad = dir.0.join("bad.csv");
+    std::fs::write(&bad, "x,y,d,g,h\n1,2,3.00,a,u\n1,2000,3.00,a,u\n").unwrap();
+    let mut args = base;
+    args.extend([
+        "--party".into(),
+        format!("bad={}", bad.display()),
+        "--processes".into(),
+        "--sql".into(),
+        "SELECT COUNT(*) FROM t".into(),
+    ]);
+    let (ok, _, err) = concord(&args);
+    assert!(!ok);
+    assert!(err.contains("bad.csv") && err.contains("row 2") && err.contains("y"), "{err}");
+    assert!(err.contains("party 3"), "the analyst names the failed party: {err}");
+}
