@@ -389,7 +389,15 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             let v = serde_json::json!({
                 "columns": out.table.columns,
                 "rows": rows,
-                "stats": {"rounds": rounds, "bytes_per_party": bytes, "seconds": out.seconds},
+                "stats": {
+                    "rounds": rounds,
+                    "bytes_per_party": bytes,
+                    "seconds": out.seconds,
+                    "parties": out.stats.len(),
+                    "domain": match out.domain { Domain::M61 => "m61", Domain::M127 => "m127" },
+                    "scheme": match out.scheme { Scheme::Additive => "additive".to_string(), Scheme::Shamir { t } => format!("shamir t={t}") },
+                    "statistics_per_party": out.stats_per_party,
+                },
             });
             println!("{v}");
         }

@@ -495,3 +495,57 @@ fn parties_as_separate_processes_over_real_sockets() {
     assert!(err.contains("bad.csv") && err.contains("row 2") && err.contains("y"), "{err}");
     assert!(err.contains("party 3"), "the analyst names the failed party: {err}");
 }
+
+/// The planner bounds every pooled sum from the declared bounds and
+/// max_rows: GF(2^61-1) when it fits, GF(2^127-1) when not, refusal beyond.
+#[test]
+fn the_planner_picks_the_field_from_the_declared_bounds() {
+    let dir = tempdir("domain");
+    let data = dir.0.join("a.csv");
+    std::fs::write(&data, "v\n1\n-3\n5\n").unwrap();
+    let data2 = dir.0.join("b.csv");
+    std::fs::write(&data2, "v\n7\n").unwrap();
+    let schema_with = |max_rows: u64, bound: i64| {
+        let p = dir.0.join(format!("s-{max_rows}-{bound}.toml"));
+        std::fs::write(
+            &p,
+            format!("table = \"t\"\nmax_rows = {max_rows}\n[[column]]\nname = \"v\"\ntype = \"int\"\nmin = -{bound}\nmax = {bound}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let run = |schema: &Path, sql: &str| {
+        concord(&[
+            "run".into(),
+            "--schema".into(),
+            schema.display().to_string(),
+            "--party".into(),
+            format!("a={}", data.display()),
+            "--party".into(),
+            format!("b={}", data2.display()),
+            "--sql".into(),
+            sql.into(),
+            "--format".into(),
+            "json".into(),
+        ])
+    };
+    // Small bounds: sums of squares fit GF(2^61-1).
+    let (ok, out, err) = run(&schema_with(1000, 1000), "SELECT SUM(v), VAR_POP(v) FROM t");
+    assert!(ok, "{err}");
+    let v: J = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["stats"]["domain"], "m61");
+    assert_eq!(v["rows"][0][0], 10);
+    // 2 x 10^9 rows x (10^9)^2 exceeds 2^60 but not 2^126.
+    let (ok, out, err) = run(&schema_with(1_000_000_000, 1_000_000_000), "SELECT SUM(v), VAR_POP(v) FROM t");
+    assert!(ok, "{err}");
+    let v: J = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["stats"]["domain"], "m127");
+    let mean = 10.0 / 4.0;
+    let var = [1.0f64, -3.0, 5.0, 7.0].iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / 4.0;
+    close(&v["rows"][0][1], &J::from(var), "VAR_POP in m127");
+    // Bounds near i64::MAX squared, times 10^18 rows: beyond GF(2^127-1).
+    let (ok, _, err) =
+        run(&schema_with(1_000_000_000_000_000_000, 4_000_000_000_000_000_000), "SELECT VAR_POP(v) FROM t");
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("overflow") || err.contains("2^127"), "{err}");
+}
