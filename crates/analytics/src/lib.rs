@@ -37,13 +37,12 @@ pub enum AnalyticsError {
     /// Reconstruction failed.
     #[error(transparent)]
     Sharing(#[from] SharingError),
-    /// A local statistic does not fit the chosen domain.
-    #[error("local statistic {index} = {value} does not fit {domain:?}; the planner's bound was violated")]
+    /// A local statistic does not fit the chosen domain (its value, private
+    /// to this party, is deliberately not part of the message).
+    #[error("local statistic {index} does not fit {domain:?}; the planner's bound was violated")]
     Overflow {
         /// Position in the vector.
         index: usize,
-        /// The value.
-        value: i128,
         /// The domain.
         domain: Domain,
     },
@@ -179,7 +178,7 @@ fn encode_all<F: Field>(local: &[i128], domain: Domain) -> Result<Vec<F>, Analyt
     local
         .iter()
         .enumerate()
-        .map(|(index, &value)| encode_signed::<F>(value).map_err(|_| AnalyticsError::Overflow { index, value, domain }))
+        .map(|(index, &value)| encode_signed::<F>(value).map_err(|_| AnalyticsError::Overflow { index, domain }))
         .collect()
 }
 

@@ -42,6 +42,8 @@ use concord_sharing::{ShareVec, SharingError};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+pub mod bits;
+
 pub use concord_sharing::ShareVec as Shared;
 
 /// Errors of the engine: the layer that failed, with the culprit where known.
