@@ -18,7 +18,8 @@
 //! use concord_engine::{Mpc, ShamirEngine};
 //! use concord_math::{Ring, M61};
 //! use rand_chacha::rand_core::SeedableRng;
-//! let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+//! // Each party brings its own private randomness (from the OS in production).
+//! let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(7);
 //! let me = net.me();
 //! let mut mpc = ShamirEngine::<M61, _>::new(net, 1, &mut rng).await?;
 //! let mine = [M61::from_u64(3), M61::from_u64(4)];
