@@ -44,6 +44,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 pub mod bits;
+pub mod compare;
 
 pub use concord_sharing::ShareVec as Shared;
 

@@ -1,0 +1,1 @@
+//! Secure comparison (in progress).
