@@ -189,16 +189,17 @@ async fn run_engine<M: Mpc>(
     domain: Domain,
 ) -> Result<PartyOutcome, AnalyticsError> {
     let (me, n, len) = (mpc.me(), mpc.parties(), local.len());
-    // Every party secret-shares its local statistics...
+    // Every party secret-shares its local statistics (one round)...
+    let shared = mpc.input_all(local, len).await?;
+    let sample = if me != 0 {
+        shared.first().map(|s| s.expose().iter().take(4).map(|x| x.to_u128()).collect()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    // ...and the sharings are added locally: a sharing of the totals.
     let mut total = ShareVec::zeros(len);
-    let mut sample = Vec::new();
-    for owner in 0..n {
-        let s = mpc.input(owner, (owner == me).then_some(local), len).await?;
-        if owner == 0 && me != 0 {
-            sample = s.expose().iter().take(4).map(|x| x.to_u128()).collect();
-        }
-        // ...and the sharings are added locally: a sharing of the totals.
-        total = mpc.add(&total, &s)?;
+    for s in &shared {
+        total = mpc.add(&total, s)?;
     }
     mpc.finish().await?;
     let values = total.expose().iter().map(|x| x.to_u128()).collect();

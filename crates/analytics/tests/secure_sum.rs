@@ -76,3 +76,14 @@ fn values_beyond_the_domain_are_refused() {
     let r = rt.block_on(party(net, Scheme::Additive, Domain::M61, &[1i128 << 100], &mut rng));
     assert!(r.is_err());
 }
+
+#[test]
+fn shamir_sums_take_three_rounds_whatever_the_party_count() {
+    for n in [3usize, 5, 7] {
+        let out = run(n, Scheme::Shamir { t: (n - 1) / 2 }, Domain::M61, (0..n).map(|p| vec![p as i128; 3]).collect());
+        for o in &out {
+            // Seed agreement, all inputs at once, final confirmation.
+            assert!(o.stats.rounds <= 3, "n={n}: {:?}", o.stats);
+        }
+    }
+}

@@ -350,6 +350,18 @@ pub trait Mpc {
         len: usize,
     ) -> Result<ShareVec<Self::Elem>, EngineError>;
 
+    /// Every party secret-shares a vector of `len` values at once (`mine` is
+    /// ours); returns the sharings in party order. The default runs the
+    /// inputs one after another; engines override it to use one round.
+    async fn input_all(&mut self, mine: &[Self::Elem], len: usize) -> Result<Vec<ShareVec<Self::Elem>>, EngineError> {
+        let me = self.me();
+        let mut out = Vec::with_capacity(self.parties());
+        for owner in 0..self.parties() {
+            out.push(self.input(owner, (owner == me).then_some(mine), len).await?);
+        }
+        Ok(out)
+    }
+
     /// Element-wise product (one round).
     async fn mul(
         &mut self,
@@ -593,6 +605,44 @@ impl<F: Field, T: Transport> Mpc for ShamirEngine<F, T> {
             self.session.guard(step).await?;
         }
         Ok(ShareVec::from_raw(out))
+    }
+
+    /// One round: every party sends its own input's shares (all batches),
+    /// then receives the others'. Same bytes as n sequential inputs.
+    async fn input_all(&mut self, mine: &[F], len: usize) -> Result<Vec<ShareVec<F>>, EngineError> {
+        let (me, n) = (self.me(), self.parties());
+        self.session.guard(check_input(me, me, n, Some(mine), len)).await?;
+        let seq = self.session.next_seq();
+        self.session.begin_round();
+        let mut own = vec![F::ZERO; len];
+        for range in batches(len) {
+            let step = self.plan.input_send(self.session.prss(), &mine[range.clone()], seq).map_err(EngineError::from);
+            let (share, sends) = self.session.guard(step).await?;
+            own[range].copy_from_slice(share.expose());
+            self.session.send_all(sends).await?;
+        }
+        let mut out = Vec::with_capacity(n);
+        for owner in 0..n {
+            if owner == me {
+                out.push(ShareVec::from_raw(std::mem::take(&mut own)));
+                continue;
+            }
+            let needs = self.session.guard(self.plan.input_needs_message(owner).map_err(EngineError::from)).await?;
+            let mut v = vec![F::ZERO; len];
+            for range in batches(len) {
+                let got = if needs {
+                    self.session.recv_vectors::<F>(&[owner], Op::Input, seq, range.len(), "input").await?
+                } else {
+                    Vec::new()
+                };
+                let payload = payloads(&got).first().map(|(_, p)| *p);
+                let step =
+                    self.plan.input_recv(self.session.prss(), owner, payload, &mut v[range]).map_err(EngineError::from);
+                self.session.guard(step).await?;
+            }
+            out.push(ShareVec::from_raw(v));
+        }
+        Ok(out)
     }
 
     async fn mul(&mut self, a: &ShareVec<F>, b: &ShareVec<F>) -> Result<ShareVec<F>, EngineError> {

@@ -340,3 +340,34 @@ fn misuse_is_refused() {
     });
     assert!(bad_t.iter().all(|r| matches!(r, Err(EngineError::Sharing(_)))));
 }
+
+/// All parties' inputs in one round, with the same bytes as sequential inputs.
+#[test]
+fn input_all_is_one_round_and_matches_sequential_inputs() {
+    for (n, t) in [(3usize, 1usize), (5, 2), (7, 3)] {
+        let len = 70_000; // more than one batch
+        let out = run_parties(net(n), move |net| async move {
+            let me = net.me();
+            let mut rng = ChaCha12Rng::seed_from_u64(me as u64);
+            let mut mpc = ShamirEngine::<M61, _>::new(net, t, &mut rng).await.unwrap();
+            let mine: Vec<M61> = values(100 + me as u64, len);
+            let s0 = mpc.stats();
+            let shared = mpc.input_all(&mine, len).await.unwrap();
+            let s1 = mpc.stats();
+            let mut opened = Vec::new();
+            for s in &shared {
+                opened.push(mpc.open(s).await.unwrap());
+            }
+            mpc.finish().await.unwrap();
+            (me, s1 - s0, opened)
+        });
+        for (me, st, opened) in out {
+            assert_eq!(st.rounds, 1, "n={n} party {me}");
+            let expect: u64 = (0..n).map(|o| cost::shamir_input(n, t, o, me, len).bytes_sent(8)).sum();
+            assert_eq!(st.bytes_sent, expect, "n={n} party {me}");
+            for (o, v) in opened.iter().enumerate() {
+                assert_eq!(v, &values::<M61>(100 + o as u64, len), "n={n}: party {o}'s input as opened by {me}");
+            }
+        }
+    }
+}
