@@ -262,6 +262,18 @@ fn bivariate(rows: &[&Row]) -> Vec<J> {
     ]
 }
 
+/// The expected rows of `SELECT g, {BIVARIATE} FROM t GROUP BY g`.
+fn bivariate_by_g(pooled: &[Row]) -> Vec<Vec<J>> {
+    (0..3)
+        .map(|g| {
+            let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g).collect();
+            let mut v = vec![J::from(["a", "b", "c"][g])];
+            v.extend(bivariate(&rows));
+            v
+        })
+        .collect()
+}
+
 const BIVARIATE: &str =
     "COVAR_POP(y, x), COVAR_SAMP(y, x), CORR(y, x), REGR_SLOPE(y, x), REGR_INTERCEPT(y, x), REGR_R2(y, x)";
 
@@ -306,15 +318,7 @@ fn every_aggregate_matches_the_plaintext_for_2_3_5_7_parties() {
         // GROUP BY, two-column aggregates.
         let sql = format!("SELECT g, {BIVARIATE} FROM t GROUP BY g");
         let out = run_json(&base, &sql, &extra);
-        let want = (0..3)
-            .map(|g| {
-                let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g).collect();
-                let mut v = vec![J::from(["a", "b", "c"][g])];
-                v.extend(bivariate(&rows));
-                v
-            })
-            .collect();
-        check_rows(&out, want, &sql);
+        check_rows(&out, bivariate_by_g(&pooled), &sql);
         assert_eq!(out["columns"][0], "g");
 
         // GROUP BY two columns, WHERE IS NULL, histogram.
@@ -468,15 +472,7 @@ fn parties_as_separate_processes_over_real_sockets() {
         check_rows(&out, vec![univariate(&all)], UNIVARIATE);
         let sql = format!("SELECT g, {BIVARIATE} FROM t GROUP BY g");
         let out = run_json(&base, &sql, &extra);
-        let want = (0..3)
-            .map(|g| {
-                let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g).collect();
-                let mut v = vec![J::from(["a", "b", "c"][g])];
-                v.extend(bivariate(&rows));
-                v
-            })
-            .collect();
-        check_rows(&out, want, &sql);
+        check_rows(&out, bivariate_by_g(&pooled), &sql);
     }
     // A party whose file is bad refuses in its own process, naming file, row and column.
     let (dir, base, _) = setup(3, 77, 30);
