@@ -3,43 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::time::Duration;
+mod common;
 
+use common::{net, run_parties};
 use concord_engine::bits::{random_bits, random_bits_cost, random_elements, random_elements_cost};
 use concord_engine::{EngineError, EngineStats, Mpc, ShamirEngine};
 use concord_math::small::SmallPrime;
 use concord_math::{Field, Ring, M127, M61};
-use concord_net::sim::{self, LinkParams, SimTransport};
 use concord_net::Transport;
 use concord_protocol::message::HEADER_LEN;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
-
-/// Run one future per party, each on its own thread and runtime.
-fn run_parties<T, F, Fut, O>(nets: Vec<T>, f: F) -> Vec<O>
-where
-    T: Transport,
-    F: Fn(T) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = O>,
-    O: Send + 'static,
-{
-    let handles: Vec<_> = nets
-        .into_iter()
-        .map(|net| {
-            let f = f.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-                rt.block_on(f(net))
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
-}
-
-fn net(n: usize) -> Vec<SimTransport> {
-    sim::network(n, LinkParams { recv_timeout: Duration::from_secs(5), ..LinkParams::default() }, 1).unwrap()
-}
 
 /// Bits generated (and then opened) by every party, with the stats of the generation alone.
 fn generate_bits<F: Field>(n: usize, t: usize, len: usize) -> Vec<(usize, EngineStats, Vec<F>)> {

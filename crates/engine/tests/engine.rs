@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
+mod common;
+
 use std::time::Duration;
 
+use common::{net, run_parties};
 use concord_engine::{AdditiveEngine, EngineError, Mpc, ShamirEngine};
 use concord_math::{batch, Field, Ring, M127, M61, Z64};
 use concord_net::sim::{self, LinkParams, SimTransport};
@@ -13,31 +15,6 @@ use concord_protocol::cost;
 use concord_protocol::message::HEADER_LEN;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-
-/// Run one future per party, each on its own thread and runtime.
-fn run_parties<T, F, Fut, O>(nets: Vec<T>, f: F) -> Vec<O>
-where
-    T: Transport,
-    F: Fn(T) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = O>,
-    O: Send + 'static,
-{
-    let handles: Vec<_> = nets
-        .into_iter()
-        .map(|net| {
-            let f = f.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-                rt.block_on(f(net))
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
-}
-
-fn net(n: usize) -> Vec<SimTransport> {
-    sim::network(n, LinkParams { recv_timeout: Duration::from_secs(5), ..LinkParams::default() }, 1).unwrap()
-}
 
 fn values<R: Ring>(seed: u64, len: usize) -> Vec<R> {
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
