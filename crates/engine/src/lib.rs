@@ -8,7 +8,9 @@
 //! - [`ShamirEngine`]: t-of-n Shamir over a prime field, honest majority,
 //!   multiplication by resharing (see `concord_protocol::shamir`);
 //! - [`AdditiveEngine`]: n-of-n additive over any ring, multiplication with
-//!   Beaver triples from a [`TripleProvider`] (see `concord_protocol::beaver`).
+//!   Beaver triples from a [`TripleProvider`] (see `concord_protocol::beaver`);
+//! - [`rep3::Rep3Engine`]: three-party replicated sharing over Z/2^64 with
+//!   bit-sliced boolean circuits, for fast comparisons, min/max and clamping.
 //!
 //! Every wait is bounded by the transport's timeout; on any error the engine
 //! tells every peer it aborts, so they fail cleanly instead of hanging.
@@ -45,6 +47,7 @@ use rand_chacha::ChaCha12Rng;
 
 pub mod bits;
 pub mod compare;
+pub mod rep3;
 
 pub use concord_sharing::ShareVec as Shared;
 

@@ -15,6 +15,8 @@
 //!   drawn from pairwise seeds instead of being sent.
 //! - [`beaver`]: n-of-n additive sharing over any ring with multiplication by
 //!   Beaver triples (Beaver, CRYPTO 1991).
+//! - [`rep3`]: three-party replicated sharing over Z/2^64 and bit-sliced
+//!   GF(2) (Araki et al., CCS 2016): local parts of multiplication and AND.
 //! - [`preprocessing`]: the triple interface and [`preprocessing::InsecureDealer`],
 //!   a test double.
 //! - [`message`]: the 8-byte header that tags every protocol message.
@@ -27,6 +29,7 @@ pub mod cost;
 pub mod message;
 pub mod preprocessing;
 pub mod prss;
+pub mod rep3;
 pub mod shamir;
 
 pub use concord_sharing::PartyId;

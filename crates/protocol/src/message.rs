@@ -57,6 +57,7 @@ pub fn domain_code(name: &str) -> u8 {
         "m61" => 1,
         "m127" => 2,
         "z64" => 3,
+        "gf2" => 4,
         _ => 0,
     }
 }
