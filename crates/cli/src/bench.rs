@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use concord_engine::rep3::{Extremum, Rep3Engine};
 use concord_engine::{AdditiveEngine, EngineError, Mpc, ShamirEngine};
 use concord_math::{batch, Field, Ring, M127, M61, Z64};
 use concord_net::sim::{self, LinkParams};
 use concord_net::Transport;
+use concord_protocol::rep3::RingShare;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -31,6 +33,21 @@ pub enum Workload {
     Sum,
     /// A shared vector is opened.
     Open,
+    /// `x < y` for 32-bit signed x (party 0) and y (party 1), revealed (replicated engine).
+    Cmp,
+    /// `x == y` for 32-bit x and y, half of the pairs equal, revealed (replicated engine).
+    Eq,
+    /// The minimum of party 0's 32-bit signed values and its index, revealed (replicated engine).
+    Min,
+    /// The maximum, as `min`.
+    Max,
+}
+
+impl Workload {
+    /// Whether the workload needs the comparison circuits of the replicated engine.
+    fn nonlinear(self) -> bool {
+        matches!(self, Workload::Cmp | Workload::Eq | Workload::Min | Workload::Max)
+    }
 }
 
 /// The arithmetic domain.
@@ -53,6 +70,8 @@ pub enum Scheme {
     Shamir,
     /// n-of-n additive with Beaver triples from the insecure dealer test double.
     Additive,
+    /// Three-party replicated sharing over Z/2^64 with bit-sliced comparisons (t = 1).
+    Rep3,
 }
 
 /// The network.
@@ -80,10 +99,10 @@ pub struct BenchArgs {
     /// Threshold t (Shamir; default (n-1)/2). Additive sharing always tolerates n-1.
     #[arg(long)]
     pub threshold: Option<usize>,
-    /// Arithmetic domain.
-    #[arg(long, value_enum, default_value = "m61")]
-    pub domain: Domain,
-    /// Sharing scheme (default: shamir for m61/m127, additive for z64).
+    /// Arithmetic domain (default: m61; z64 for rep3).
+    #[arg(long, value_enum)]
+    pub domain: Option<Domain>,
+    /// Sharing scheme (default: rep3 for cmp/eq/min/max, shamir for m61/m127, additive for z64).
     #[arg(long, value_enum)]
     pub scheme: Option<Scheme>,
     /// Network.
@@ -117,14 +136,20 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn scheme(&self) -> Scheme {
-        self.scheme.unwrap_or(match self.domain {
-            Domain::Z64 => Scheme::Additive,
+        self.scheme.unwrap_or(match (self.workload.nonlinear(), self.domain) {
+            (true, _) => Scheme::Rep3,
+            (false, Some(Domain::Z64)) => Scheme::Additive,
             _ => Scheme::Shamir,
         })
     }
 
+    fn domain(&self) -> Domain {
+        self.domain.unwrap_or(if self.scheme() == Scheme::Rep3 { Domain::Z64 } else { Domain::M61 })
+    }
+
     fn threshold(&self) -> usize {
         match self.scheme() {
+            Scheme::Rep3 => 1,
             Scheme::Additive => self.parties.saturating_sub(1),
             Scheme::Shamir => self.threshold.unwrap_or(self.parties.saturating_sub(1) / 2),
         }
@@ -137,9 +162,23 @@ impl BenchArgs {
         if !(2..=64).contains(&self.parties) {
             bail!("--parties must be between 2 and 64, got {}", self.parties);
         }
+        if self.workload.nonlinear() && self.scheme() != Scheme::Rep3 {
+            bail!("{:?} runs on the replicated engine: use --scheme rep3 (or leave --scheme out)", self.workload);
+        }
         match self.scheme() {
+            Scheme::Rep3 => {
+                if self.parties != 3 {
+                    bail!("--scheme rep3 runs exactly 3 parties, got --parties {}", self.parties);
+                }
+                if self.domain() != Domain::Z64 {
+                    bail!("--scheme rep3 computes in z64, not {:?}", self.domain());
+                }
+                if self.threshold.is_some_and(|t| t != 1) {
+                    bail!("--scheme rep3 tolerates exactly one corrupted party: its threshold is 1");
+                }
+            }
             Scheme::Shamir => {
-                if self.domain == Domain::Z64 {
+                if self.domain() == Domain::Z64 {
                     bail!("Shamir sharing needs a field: use --domain m61 or m127, or --scheme additive with z64");
                 }
                 let t = self.threshold();
@@ -198,6 +237,10 @@ pub struct PartyReport {
     online_bytes_sent: u64,
     online_bytes_received: u64,
     setup_bytes_sent: u64,
+    #[serde(default)]
+    preprocessing_rounds: u64,
+    #[serde(default)]
+    preprocessing_bytes_sent: u64,
     total_rounds: u64,
     wire_bytes_sent: u64,
     peak_rss_bytes: u64,
@@ -224,7 +267,7 @@ async fn run_workload<M: Mpc>(
     let owners: Vec<usize> = match args.workload {
         Workload::Mul | Workload::InnerProduct => vec![0, 1],
         Workload::Sum => (0..n).collect(),
-        Workload::Open => vec![0],
+        _ => vec![0],
     };
     for &o in &owners {
         shared.push(mpc.input(o, (o == me).then_some(&own[..]), len).await?);
@@ -251,6 +294,7 @@ async fn run_workload<M: Mpc>(
             (mpc.open(&acc).await?, None)
         }
         Workload::Open => (mpc.open(&shared[0]).await?, Some(inputs::<M::Elem>(args.seed, 0, len))),
+        w => return Err(EngineError::Usage(format!("{w:?} runs on the replicated engine"))),
     };
     let online_seconds = t1.elapsed().as_secs_f64();
     let after = mpc.stats();
@@ -280,8 +324,149 @@ async fn run_workload<M: Mpc>(
         online_bytes_sent: after.bytes_sent - before.bytes_sent,
         online_bytes_received: after.bytes_received - before.bytes_received,
         setup_bytes_sent: before.bytes_sent,
+        preprocessing_rounds: 0,
+        preprocessing_bytes_sent: 0,
         total_rounds: mpc.stats().rounds,
         wire_bytes_sent: 0,
+        peak_rss_bytes: 0,
+        correct,
+    })
+}
+
+/// Signed 32-bit inputs of party `p`: the values of [`inputs`], sign-extended.
+fn signed_inputs(seed: u64, p: usize, len: usize) -> Vec<i64> {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed ^ ((p as u64 + 1) << 32));
+    (0..len).map(|_| i64::from(rng.next_u32() as i32)).collect()
+}
+
+/// daBits a tree reduction of `n` values consumes (whole words per level).
+fn tree_dabits(mut n: usize) -> usize {
+    let mut total = 0;
+    while n > 1 {
+        let h = n / 2;
+        total += h.div_ceil(64) * 64;
+        n -= h;
+    }
+    total
+}
+
+fn as_ring(v: &[i64]) -> Vec<u64> {
+    v.iter().map(|&a| a as u64).collect()
+}
+
+/// The workload on the three-party replicated engine.
+async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
+    let mut rng = ChaCha12Rng::seed_from_u64(args.seed.wrapping_add(net.me() as u64 * 7919));
+    let mut e = Rep3Engine::new(net, &mut rng).await?;
+    let (me, len) = (e.me(), args.size);
+    let x = signed_inputs(args.seed, 0, len);
+    let y: Vec<i64> = match args.workload {
+        // Half of the pairs equal, so that equality has both answers.
+        Workload::Eq => x
+            .iter()
+            .zip(signed_inputs(args.seed, 1, len))
+            .enumerate()
+            .map(|(k, (a, b))| if k % 2 == 0 { *a } else { b })
+            .collect(),
+        _ => signed_inputs(args.seed, 1, len),
+    };
+    let z = signed_inputs(args.seed, 2, len);
+    // Preprocessing: the daBits of every selection of a tree reduction.
+    let tp = Instant::now();
+    if matches!(args.workload, Workload::Min | Workload::Max) {
+        e.preprocess(tree_dabits(len)).await?;
+    }
+    let preprocessing_seconds = tp.elapsed().as_secs_f64();
+    let pre = e.preprocessing_stats();
+    let owners: &[usize] = match args.workload {
+        Workload::Sum => &[0, 1, 2],
+        Workload::Open | Workload::Min | Workload::Max => &[0],
+        _ => &[0, 1],
+    };
+    let mut shared = Vec::new();
+    for &o in owners {
+        let v = as_ring(match o {
+            0 => &x,
+            1 => &y,
+            _ => &z,
+        });
+        shared.push(e.input(o, (o == me).then_some(&v[..]), len).await?);
+    }
+    let (sx, sy) = match (shared.first(), shared.get(1)) {
+        (Some(a), Some(b)) => (a.clone(), b.clone()),
+        (Some(a), None) => (a.clone(), a.clone()),
+        _ => return Err(EngineError::Usage("no input was shared".into())),
+    };
+    let setup_seconds = t0.elapsed().as_secs_f64();
+    let before = e.stats();
+    let t1 = Instant::now();
+    let bools = |b: Vec<bool>| b.into_iter().map(u64::from).collect::<Vec<u64>>();
+    let opened = match args.workload {
+        Workload::Cmp => {
+            let b = e.less_than(&sx, &sy, 32).await?;
+            bools(e.open_bools(&b).await?)
+        }
+        Workload::Eq => {
+            let b = e.equal(&sx, &sy, 32).await?;
+            bools(e.open_bools(&b).await?)
+        }
+        Workload::Min | Workload::Max => {
+            let which = if args.workload == Workload::Min { Extremum::Min } else { Extremum::Max };
+            let (v, i) = e.extremum(&sx, 32, which).await?;
+            e.open(&RingShare::concat(&[&v, &i])).await?
+        }
+        Workload::Mul => {
+            let p = e.mul(&sx, &sy).await?;
+            e.open(&p).await?
+        }
+        Workload::InnerProduct => {
+            let p = e.inner_product(&sx, &sy).await?;
+            e.open(&p).await?
+        }
+        Workload::Sum => {
+            let mut acc = sx.clone();
+            for s in &shared[1..] {
+                acc = acc.add(s).map_err(EngineError::from)?;
+            }
+            e.open(&acc).await?
+        }
+        Workload::Open => e.open(&sx).await?,
+    };
+    let online_seconds = t1.elapsed().as_secs_f64();
+    let after = e.stats();
+    // Check against the plaintext (outside the timed part).
+    let pairs = x.iter().zip(&y);
+    let expect: Vec<u64> = match args.workload {
+        Workload::Cmp => pairs.map(|(a, b)| u64::from(a < b)).collect(),
+        Workload::Eq => pairs.map(|(a, b)| u64::from(a == b)).collect(),
+        Workload::Min | Workload::Max => {
+            let best = if args.workload == Workload::Min { x.iter().min() } else { x.iter().max() };
+            let best = best.copied().unwrap_or_default();
+            let at = x.iter().position(|v| *v == best).unwrap_or_default();
+            vec![best as u64, at as u64]
+        }
+        Workload::Mul => pairs.map(|(a, b)| (*a as u64).wrapping_mul(*b as u64)).collect(),
+        Workload::InnerProduct => {
+            vec![pairs.fold(0u64, |acc, (a, b)| acc.wrapping_add((*a as u64).wrapping_mul(*b as u64)))]
+        }
+        Workload::Sum => (0..len).map(|k| (x[k] as u64).wrapping_add(y[k] as u64).wrapping_add(z[k] as u64)).collect(),
+        Workload::Open => as_ring(&x),
+    };
+    let correct = opened == expect;
+    e.finish().await?;
+    Ok(PartyReport {
+        party: me,
+        setup_seconds,
+        preprocessing_seconds,
+        online_seconds,
+        online_rounds: after.rounds - before.rounds,
+        online_bytes_sent: after.bytes_sent - before.bytes_sent,
+        online_bytes_received: after.bytes_received - before.bytes_received,
+        setup_bytes_sent: before.bytes_sent,
+        preprocessing_rounds: pre.rounds,
+        preprocessing_bytes_sent: pre.bytes_sent,
+        total_rounds: e.stats().rounds,
+        wire_bytes_sent: e.session().transport().stats().wire_bytes_sent,
         peak_rss_bytes: 0,
         correct,
     })
@@ -310,7 +495,8 @@ async fn additive<R: Ring, T: Transport>(net: T, args: &BenchArgs, t0: Instant) 
 
 /// One party's whole run on transport `net`; setup timing starts at `t0`.
 async fn party_main<T: Transport>(net: T, args: BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
-    match (args.domain, args.scheme()) {
+    match (args.domain(), args.scheme()) {
+        (_, Scheme::Rep3) => rep3(net, &args, t0).await,
         (Domain::M61, Scheme::Shamir) => shamir::<M61, T>(net, &args, t0).await,
         (Domain::M127, Scheme::Shamir) => shamir::<M127, T>(net, &args, t0).await,
         (Domain::M61, Scheme::Additive) => additive::<M61, T>(net, &args, t0).await,
@@ -440,9 +626,12 @@ pub struct Summary {
     transport: TransportKind,
     setup_seconds: f64,
     preprocessing_seconds: f64,
+    preprocessing_rounds: u64,
+    preprocessing_bytes_sent_per_party: u64,
     online_seconds: f64,
     wall_seconds: f64,
     ops_per_second: f64,
+    ops_per_second_with_preprocessing: f64,
     rounds: u64,
     bytes_sent_per_party: u64,
     bytes_sent_per_op: f64,
@@ -470,20 +659,24 @@ fn summarise(args: &BenchArgs, reports: &[PartyReport], wall_seconds: f64) -> Re
     let max_f = |f: fn(&PartyReport) -> f64| reports.iter().map(f).fold(0.0, f64::max);
     let max_u = |f: fn(&PartyReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     let online = max_f(|r| r.online_seconds);
+    let prep = max_f(|r| r.preprocessing_seconds);
     let bytes = max_u(|r| r.online_bytes_sent);
     Ok(Summary {
         workload: args.workload,
         size: args.size,
         parties: args.parties,
         threshold: args.threshold(),
-        domain: args.domain,
+        domain: args.domain(),
         scheme: args.scheme(),
         transport: args.transport,
         setup_seconds: max_f(|r| r.setup_seconds),
-        preprocessing_seconds: max_f(|r| r.preprocessing_seconds),
+        preprocessing_seconds: prep,
+        preprocessing_rounds: max_u(|r| r.preprocessing_rounds),
+        preprocessing_bytes_sent_per_party: max_u(|r| r.preprocessing_bytes_sent),
         online_seconds: online,
         wall_seconds,
         ops_per_second: if online > 0.0 { args.size as f64 / online } else { 0.0 },
+        ops_per_second_with_preprocessing: if online + prep > 0.0 { args.size as f64 / (online + prep) } else { 0.0 },
         rounds: max_u(|r| r.online_rounds),
         bytes_sent_per_party: bytes,
         bytes_sent_per_op: bytes as f64 / args.size as f64,
@@ -529,11 +722,24 @@ fn print_table(s: &Summary) {
         ("setup", format!("{:.4} s  (connect, handshake, seed agreement, input sharing)", s.setup_seconds)),
         (
             "preprocessing",
-            format!("{:.4} s  (within setup; insecure dealer double for additive)", s.preprocessing_seconds),
+            format!(
+                "{:.4} s, {} rounds, {}  (within setup; {})",
+                s.preprocessing_seconds,
+                s.preprocessing_rounds,
+                human_bytes(s.preprocessing_bytes_sent_per_party),
+                match s.scheme {
+                    Scheme::Additive => "insecure dealer double",
+                    Scheme::Rep3 => "daBits from PRSS bits",
+                    Scheme::Shamir => "none needed",
+                }
+            ),
         ),
         ("online", format!("{:.4} s  (inputs shared -> result opened)", s.online_seconds)),
         ("wall", format!("{:.4} s  (whole run, all parties)", s.wall_seconds)),
-        ("ops/second", format!("{:.0}", s.ops_per_second)),
+        (
+            "ops/second",
+            format!("{:.0} online, {:.0} with preprocessing", s.ops_per_second, s.ops_per_second_with_preprocessing),
+        ),
         ("rounds", format!("{} online, {} in all", s.rounds, s.total_rounds)),
         (
             "bytes sent/party",

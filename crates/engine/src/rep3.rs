@@ -281,6 +281,16 @@ impl<T: Transport> Rep3Engine<T> {
         ring_of(z, got.unwrap_or_default())
     }
 
+    /// Inner product: one round, one element sent whatever the length.
+    pub async fn inner_product(&mut self, x: &RingShare, y: &RingShare) -> Result<RingShare, EngineError> {
+        let alpha = self.zero_ring(1)?;
+        let z = self.local(x.inner_local(y, alpha.first().copied().unwrap_or(0))).await?;
+        let me = self.me();
+        let got =
+            self.send_recv(Op::Reshare, RING, Some((prev(me), &[z])), Some((next(me), 1)), "inner product").await?;
+        ring_of(vec![z], got.unwrap_or_default())
+    }
+
     /// Element-wise AND of two boolean shares of the same shape: one round,
     /// one bit sent per AND.
     pub async fn and(&mut self, x: &BitShare, y: &BitShare) -> Result<BitShare, EngineError> {

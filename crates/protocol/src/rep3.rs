@@ -203,6 +203,24 @@ impl RingShare {
             .collect())
     }
 
+    /// Party i's additive term of the inner product: the sum of its
+    /// [`RingShare::mul_local`] terms, plus `alpha` (its zero-sharing component).
+    pub fn inner_local(&self, y: &RingShare, alpha: u64) -> Result<u64, ProtocolError> {
+        check_len(self.len(), y.len())?;
+        let mut acc = alpha;
+        for k in 0..self.len() {
+            let (a0, a1, b0, b1) = (self.own[k], self.next[k], y.own[k], y.next[k]);
+            acc = acc.wrapping_add(a0.wrapping_mul(b0.wrapping_add(b1))).wrapping_add(a1.wrapping_mul(b0));
+        }
+        Ok(acc)
+    }
+
+    /// The sum of all elements (a one-element share; local).
+    pub fn sum(&self) -> Self {
+        let add = |v: &[u64]| v.iter().fold(0u64, |a, b| a.wrapping_add(*b));
+        RingShare { own: vec![add(&self.own)], next: vec![add(&self.next)] }
+    }
+
     /// The components of the three summands x_0, x_1, x_2 as separate
     /// shares (each summand is known to two parties, so this is free):
     /// summand c is shared with component c equal to x_c and the others zero.
