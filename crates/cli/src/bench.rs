@@ -41,12 +41,15 @@ pub enum Workload {
     Min,
     /// The maximum, as `min`.
     Max,
+    /// The median of party 0's 32-bit signed values by oblivious sorting (shuffle, then
+    /// quicksort with opened comparisons); for an even count the sum of the two middle values.
+    Median,
 }
 
 impl Workload {
     /// Whether the workload needs the comparison circuits of the replicated engine.
     fn nonlinear(self) -> bool {
-        matches!(self, Workload::Cmp | Workload::Eq | Workload::Min | Workload::Max)
+        matches!(self, Workload::Cmp | Workload::Eq | Workload::Min | Workload::Max | Workload::Median)
     }
 }
 
@@ -380,7 +383,7 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
     let pre = e.preprocessing_stats();
     let owners: &[usize] = match args.workload {
         Workload::Sum => &[0, 1, 2],
-        Workload::Open | Workload::Min | Workload::Max => &[0],
+        Workload::Open | Workload::Min | Workload::Max | Workload::Median => &[0],
         _ => &[0, 1],
     };
     let mut shared = Vec::new();
@@ -415,6 +418,15 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             let (v, i) = e.extremum(&sx, 32, which).await?;
             e.open(&RingShare::concat(&[&v, &i])).await?
         }
+        Workload::Median => {
+            let sorted = e.sort(&sx, 32).await?;
+            let mid = if len % 2 == 1 {
+                sorted.slice(len / 2..len / 2 + 1)?
+            } else {
+                sorted.slice(len / 2 - 1..len / 2)?.add(&sorted.slice(len / 2..len / 2 + 1)?)?
+            };
+            e.open(&mid).await?
+        }
         Workload::Mul => {
             let p = e.mul(&sx, &sy).await?;
             e.open(&p).await?
@@ -444,6 +456,12 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             let best = best.copied().unwrap_or_default();
             let at = x.iter().position(|v| *v == best).unwrap_or_default();
             vec![best as u64, at as u64]
+        }
+        Workload::Median => {
+            let mut s = x.clone();
+            s.sort_unstable();
+            let mid = if len % 2 == 1 { s[len / 2] } else { s[len / 2 - 1] + s[len / 2] };
+            vec![mid as u64]
         }
         Workload::Mul => pairs.map(|(a, b)| (*a as u64).wrapping_mul(*b as u64)).collect(),
         Workload::InnerProduct => {

@@ -226,3 +226,47 @@ fn bad_parameters_are_refused_with_a_clear_error() {
         assert_eq!(o, vec![true, true]);
     }
 }
+
+#[test]
+fn shuffle_permutes_and_sort_matches_plaintext() {
+    let mut x = values(7, 150, 32);
+    x[10] = x[20]; // ties
+    x[30] = x[20];
+    let x2 = x.clone();
+    let out = run_parties(net(3), move |n| {
+        let x = x2.clone();
+        async move {
+            let mut e = engine(n).await;
+            let me = e.me();
+            let len = x.len();
+            let xs = e.input(0, (me == 0).then(|| enc(&x)).as_deref(), len).await.unwrap();
+            let sh = e.shuffle(&xs, 1).await.unwrap();
+            let shuffled = e.open(&sh).await.unwrap();
+            let sorted = e.sort(&xs, 32).await.unwrap();
+            let sorted = e.open(&sorted).await.unwrap();
+            let mut small = Vec::new();
+            for k in [1usize, 2, 3] {
+                let s = e.sort(&xs.slice(0..k).unwrap(), 32).await.unwrap();
+                small.push(e.open(&s).await.unwrap());
+            }
+            let bad = e.sort(&xs, 60).await.err().map(|e| e.to_string());
+            e.finish().await.unwrap();
+            (shuffled, sorted, small, bad)
+        }
+    });
+    let mut expect = x.clone();
+    expect.sort_unstable();
+    for (shuffled, sorted, small, bad) in out {
+        assert_ne!(shuffled, enc(&x), "the shuffle left the order unchanged");
+        let mut s: Vec<i64> = shuffled.iter().map(|&v| v as i64).collect();
+        s.sort_unstable();
+        assert_eq!(s, expect, "the shuffle is not a permutation");
+        assert_eq!(sorted, enc(&expect));
+        for (k, got) in small.iter().enumerate() {
+            let mut e = x[..=k].to_vec();
+            e.sort_unstable();
+            assert_eq!(got, &enc(&e));
+        }
+        assert!(bad.unwrap().contains("at most 62"));
+    }
+}

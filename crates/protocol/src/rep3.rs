@@ -132,6 +132,27 @@ impl RingShare {
         )
     }
 
+    /// The elements at public positions `idx` (in that order).
+    pub fn gather(&self, idx: &[usize]) -> Result<Self, ProtocolError> {
+        let mut own = Vec::with_capacity(idx.len());
+        let mut next = Vec::with_capacity(idx.len());
+        for &i in idx {
+            match (self.own.get(i), self.next.get(i)) {
+                (Some(a), Some(b)) => {
+                    own.push(*a);
+                    next.push(*b);
+                }
+                _ => {
+                    return Err(ProtocolError::InvalidParams(format!(
+                        "position {i} is outside a vector of {} elements",
+                        self.len()
+                    )))
+                }
+            }
+        }
+        Ok(RingShare { own, next })
+    }
+
     /// The concatenation of `parts`.
     pub fn concat(parts: &[&RingShare]) -> Self {
         let mut own = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -392,6 +413,31 @@ impl BitShare {
     }
 }
 
+/// The permutation of `0..n` that Fisher-Yates draws from the words `r`
+/// (`r.len() >= n`): for i = n-1 down to 1, swap i with r_i mod (i + 1). The
+/// bias of the reduction is below n / 2^64.
+pub fn permutation(r: &[u64], n: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (r.get(i).copied().unwrap_or(0) % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// `out[k] = v[perm[k]]` for each of the `v.len() / perm.len()` columns of `v` (column-major).
+pub fn permute_columns(v: &[u64], perm: &[usize]) -> Vec<u64> {
+    let n = perm.len();
+    let mut out = Vec::with_capacity(v.len());
+    if n == 0 {
+        return out;
+    }
+    for col in v.chunks(n) {
+        out.extend(perm.iter().map(|&i| col.get(i).copied().unwrap_or(0)));
+    }
+    out
+}
+
 /// Masks selecting, in each 2j-bit group, the low j bits (j = 32, 16, .., 1).
 const TRANSPOSE_MASKS: [(usize, u64); 6] = [
     (32, 0x0000_0000_FFFF_FFFF),
@@ -494,6 +540,22 @@ mod tests {
         let expect = naive_transpose(&a);
         transpose64(&mut a);
         assert_eq!(a, expect);
+    }
+
+    #[test]
+    fn permutations_are_permutations_and_permute_every_column_alike() {
+        let r: Vec<u64> = (0..50u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let p = permutation(&r, 50);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_ne!(p, sorted, "a 50-element shuffle left everything in place");
+        let v: Vec<u64> = (0..100).collect();
+        let out = permute_columns(&v, &p);
+        for k in 0..50 {
+            assert_eq!(out[k], p[k] as u64);
+            assert_eq!(out[50 + k], 50 + p[k] as u64);
+        }
     }
 
     #[test]
