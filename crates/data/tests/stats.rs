@@ -18,6 +18,7 @@ fn schema() -> Schema {
     Schema {
         table: "patients".to_string(),
         max_rows: 1_000_000_000,
+        min_group_size: None,
         columns: vec![
             col("age", ColumnType::Int { min: 0, max: 120 }),
             col("weight", ColumnType::Decimal { scale: 2, min: 0, max: 50000 }),
@@ -300,6 +301,7 @@ fn overflow_names_the_statistic() {
     let schema = Schema {
         table: "t".to_string(),
         max_rows: 10,
+        min_group_size: None,
         columns: vec![ColumnDef { name: "x".to_string(), ty: ColumnType::Int { min: i64::MIN, max: i64::MAX } }],
     };
     let t = Table::new(schema, vec![Arc::new(Int64Array::from(vec![i64::MAX; 4])) as ArrayRef]).unwrap();
