@@ -311,7 +311,7 @@ pub fn check_comparison_scheme(scheme: Scheme, parties: usize) -> Result<(), Ana
                multiplies shared values: Concord does that with Shamir sharing and an honest majority only \
                (n >= 2t + 1, hence at least 3 parties)";
     match scheme {
-        Scheme::Shamir { t } if parties >= 2 * t + 1 && t >= 1 => Ok(()),
+        Scheme::Shamir { t } if parties > 2 * t && t >= 1 => Ok(()),
         Scheme::Shamir { t } => {
             Err(AnalyticsError::Params(format!("{why}; got n = {parties} parties with threshold t = {t}")))
         }
@@ -473,7 +473,7 @@ async fn order_phase<T: Transport, G: RngCore + ?Sized>(
     let plan = input.plan;
     let (groups, ncols, nstats) = (plan.groups, plan.columns.len(), plan.stats.len());
     let gate = plan.min_group_size;
-    let cells = groups.checked_mul(ncols).unwrap_or(usize::MAX);
+    let cells = groups.saturating_mul(ncols);
     let shape = if input.sorted.len() != cells
         || (gate.is_some() && input.group_rows.len() != groups)
         || groups.checked_mul(plan.sums_per_group) != Some(sums.len())

@@ -183,8 +183,7 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
 
 /// `concord run --processes`: the parent is the analyst.
 fn execute_processes(
-    schema_path: &Path,
-    sql: &str,
+    args: &RunArgs,
     schema: &Schema,
     query: &Query,
     plan: &StatsPlan,
@@ -194,10 +193,11 @@ fn execute_processes(
 ) -> Result<RunOutput> {
     let n = parties.len();
     let domain = pick_domain(plan, schema, n, order)?;
+    let schema_path = args.schema.as_path();
     let schema_abs = std::fs::canonicalize(schema_path).unwrap_or_else(|_| schema_path.to_path_buf());
     let spec = PartySpecJson {
         schema: schema_abs,
-        sql: sql.to_string(),
+        sql: args.sql.clone(),
         parties: n,
         threshold: match scheme {
             Scheme::Shamir { t } => Some(t),
@@ -482,7 +482,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         concord_analytics::check_comparison_scheme(scheme, parties.len()).map_err(|e| anyhow!("{e}"))?;
     }
     let out = if args.processes {
-        execute_processes(&args.schema, &args.sql, &schema, &query, &plan, &parties, scheme, order.as_ref())?
+        execute_processes(&args, &schema, &query, &plan, &parties, scheme, order.as_ref())?
     } else {
         let locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
         execute_with(&schema, &query, &plan, locals, order.as_ref(), scheme)?

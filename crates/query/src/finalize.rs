@@ -79,7 +79,7 @@ pub fn finalize_with(
     }
     for (_, agg) in &query.select {
         if let Some(os) = agg.order_stat() {
-            if !order.is_some_and(|o| o.stats.binary_search(&os).is_ok()) {
+            if order.is_none_or(|o| o.stats.binary_search(&os).is_err()) {
                 return Err(QueryError::Totals(format!("the order results lack {os:?} needed by {agg:?}")));
             }
         }

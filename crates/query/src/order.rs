@@ -213,7 +213,7 @@ impl Query {
             columns.push(OrderColumn { col: s.col, lo, hi });
         }
         columns.sort_by_key(|c| c.col);
-        let pooled_rows = u128::from(schema.max_rows).checked_mul(parties as u128).unwrap_or(u128::MAX);
+        let pooled_rows = u128::from(schema.max_rows).saturating_mul(parties as u128);
         let too_big = |what: &str, bits: usize| {
             QueryError::Overflow(format!(
                 "{what} needs {bits}-bit secure comparisons, more than the {} bits GF(2^127-1) allows with \
@@ -224,7 +224,7 @@ impl Query {
         };
         let max_den = stats.iter().map(|s| s.p.den()).max().unwrap_or(1);
         // |P (N-1) + D - D C| <= D (N_max + 1).
-        let search_bound = u128::from(max_den).checked_mul(pooled_rows.saturating_add(1)).unwrap_or(u128::MAX);
+        let search_bound = u128::from(max_den).saturating_mul(pooled_rows.saturating_add(1));
         let search_bits = (bit_len(search_bound) + 1).max(2);
         // |c - k| <= max(N_max, k), |N| <= N_max.
         let count_bound = pooled_rows.max(u128::from(min_group_size.unwrap_or(0)));
