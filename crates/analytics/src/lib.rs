@@ -475,6 +475,7 @@ async fn order_phase<T: Transport, G: RngCore + ?Sized>(
     let gate = plan.min_group_size;
     let cells = groups.saturating_mul(ncols);
     let shape = if input.sorted.len() != cells
+        || plan.stats.iter().any(|s| plan.column_index(s.col).is_none())
         || (gate.is_some() && input.group_rows.len() != groups)
         || groups.checked_mul(plan.sums_per_group) != Some(sums.len())
     {
