@@ -13,7 +13,10 @@ for sql in \
   "SELECT COUNT(*), AVG(age), STDDEV_SAMP(age) FROM patients" \
   "SELECT sex, COUNT(*), AVG(bmi), AVG(systolic_bp) FROM patients WHERE age >= 50 GROUP BY sex" \
   "SELECT LINREG(systolic_bp, age, bmi, cholesterol) FROM patients" \
-  "SELECT HISTOGRAM(age, 18, 98, 80) FROM patients"; do
+  "SELECT HISTOGRAM(age, 18, 98, 80) FROM patients" \
+  "SELECT MEDIAN(age) FROM patients" \
+  "SELECT MEDIAN(bmi), PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY bmi), MIN(age), MAX(age) FROM patients" \
+  "SELECT sex, COUNT(*), MEDIAN(bmi) FROM patients WHERE age >= 50 GROUP BY sex"; do
   for mode in "" "--processes"; do
     /usr/bin/time -f "  wall %e s, peak RSS %M KiB" ./target/release/concord run "${args[@]}" --sql "$sql" --format json $mode
   done

@@ -13,11 +13,21 @@
 //! of the reference documents): with additive n-of-n sharing each party's
 //! input is shared with no message at all (pairwise PRSS streams), and with
 //! Shamir t-of-n each input costs one round of n - 1 - t messages per party.
+//!
+//! Order statistics (`MIN`, `MAX`, `MEDIAN`, `PERCENTILE_CONT`) and the
+//! minimum group size need secure comparison, hence multiplication with an
+//! honest majority: [`party_with_order`] runs them as an interactive phase
+//! over Shamir sharing in GF(2^127-1) (n >= 2t + 1), driving the I/O-free
+//! search of `concord_query::order` with `concord_engine::compare`. Its
+//! opened values (the comparison bits, the order statistics, which groups
+//! are suppressed) are **public to every party**, not only to the analyst.
 
+use concord_engine::compare::less_than_zero;
 use concord_engine::{AdditiveEngine, EngineError, EngineStats, Mpc, ShamirEngine};
 use concord_math::encoding::{decode_signed, encode_signed};
 use concord_math::{Field, Ring, M127, M61};
 use concord_net::{PartyId, Transport};
+use concord_query::order::{self, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
 use concord_query::Domain;
 use concord_sharing::shamir::{self, ShamirParams};
 use concord_sharing::{additive, ShareVec, SharingError};
@@ -157,6 +167,12 @@ pub struct PartyOutcome {
     /// This party's share of party 0's input, first elements (for showing
     /// what a party actually receives: uniformly random field elements).
     pub sample_of_received: Vec<u128>,
+    /// The public results of the interactive phase ([`party_with_order`]),
+    /// identical at every party.
+    pub order: Option<OrderResults>,
+    /// Rounds and bytes of the interactive phase alone (after the first
+    /// input round, which it shares with the sums).
+    pub order_stats: Option<EngineStats>,
 }
 
 mod zeroize_shim {
@@ -207,6 +223,8 @@ async fn run_engine<M: Mpc>(
         share: ResultShare { party: me, parties: n, scheme, domain, values },
         stats: mpc.stats(),
         sample_of_received: sample,
+        order: None,
+        order_stats: None,
     })
 }
 
@@ -282,4 +300,337 @@ pub fn reconstruct(shares: &[&ResultShare]) -> Result<Vec<i128>, AnalyticsError>
         Domain::M61 => combine::<M61>(shares),
         Domain::M127 => combine::<M127>(shares),
     }
+}
+
+/// Check that order statistics and the minimum group size can run: they
+/// need secure comparison, i.e. multiplication, which Concord offers with
+/// an honest majority only (Shamir, n >= 2t + 1, so n >= 3); the additive
+/// engine's triples come from an insecure test dealer.
+pub fn check_comparison_scheme(scheme: Scheme, parties: usize) -> Result<(), AnalyticsError> {
+    let why = "MIN, MAX, MEDIAN, PERCENTILE_CONT and the minimum group size need secure comparison, which \
+               multiplies shared values: Concord does that with Shamir sharing and an honest majority only \
+               (n >= 2t + 1, hence at least 3 parties)";
+    match scheme {
+        Scheme::Shamir { t } if parties > 2 * t && t >= 1 => Ok(()),
+        Scheme::Shamir { t } => {
+            Err(AnalyticsError::Params(format!("{why}; got n = {parties} parties with threshold t = {t}")))
+        }
+        Scheme::Additive => Err(AnalyticsError::Params(format!(
+            "{why}; got {parties}-party additive sharing (its multiplication triples would come from an insecure \
+             test dealer){}",
+            if parties < 3 { "; add a third party" } else { "; use --scheme shamir" }
+        ))),
+    }
+}
+
+/// One party's private input to the interactive phase: the public plan,
+/// and its rows per group and sorted values per group and column, as
+/// computed by `concord_data::local_order`.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderInput<'a> {
+    /// The public plan (identical at every party).
+    pub plan: &'a OrderPlan,
+    /// COUNT(*) per group (used only with a minimum group size).
+    pub group_rows: &'a [u64],
+    /// Sorted non-null values per group and searched column
+    /// (`g * plan.columns.len() + j`).
+    pub sorted: &'a [Vec<i64>],
+}
+
+/// Run one party of a query with order statistics and/or a minimum group
+/// size: the secure sums of [`party`] and, in the same session, the
+/// interactive phase of `concord_query::order` (Shamir over GF(2^127-1)
+/// only: see [`check_comparison_scheme`]; `domain` must be
+/// [`Domain::M127`]). Without `order` this is [`party`].
+///
+/// # Protocol (every step batched over all groups and aggregates)
+///
+/// 1. One `input_all` round: the local sums, COUNT(*) per group (with a
+///    minimum group size k) and the number N of non-null values per group
+///    and searched column; added to pooled sharings.
+/// 2. One LTZ batch ([`less_than_zero`], kappa = [`KAPPA`], bit length
+///    `plan.count_bits`) on [count - k] and [-N]; the bits [count < k] are
+///    opened first, then [N > 0] only for the groups kept.
+/// 3. `plan.steps()` lockstep steps of the binary searches (finished ones
+///    padded): local counts at the candidates (`partition_point`), one
+///    `input_all`, the linear form `concord_query::order::test_form`, one
+///    LTZ batch (bit length `plan.search_bits`), one opening.
+/// 4. Where x_k < x_{k+1}: counts at x_k, one `input_all`, r opened.
+///
+/// The share of the sums of suppressed groups is zeroed: it never reaches
+/// the analyst. Every opened value is public to every party.
+pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
+    net: T,
+    scheme: Scheme,
+    domain: Domain,
+    local: &[i128],
+    order: Option<OrderInput<'_>>,
+    rng: &mut G,
+) -> Result<PartyOutcome, AnalyticsError> {
+    let Some(input) = order else {
+        return party(net, scheme, domain, local, rng).await;
+    };
+    let n = net.parties();
+    scheme.validate(n)?;
+    check_comparison_scheme(scheme, n)?;
+    let Scheme::Shamir { t } = scheme else {
+        return Err(AnalyticsError::Params("order statistics need Shamir sharing".into()));
+    };
+    if domain != Domain::M127 {
+        return Err(AnalyticsError::Params(format!(
+            "order statistics and the minimum group size run over GF(2^127-1), got {domain:?}"
+        )));
+    }
+    let values = encode_all::<M127>(local, domain)?;
+    let mut mpc = ShamirEngine::<M127, T>::new(net, t, rng).await?;
+    let me = mpc.me();
+    let (total, results, sample, order_stats) = order_phase(&mut mpc, &values, input, rng).await?;
+    mpc.finish().await?;
+    Ok(PartyOutcome {
+        share: ResultShare {
+            party: me,
+            parties: n,
+            scheme,
+            domain,
+            values: total.iter().map(|x| x.to_u128()).collect(),
+        },
+        stats: mpc.stats(),
+        sample_of_received: sample,
+        order: Some(results),
+        order_stats: Some(order_stats),
+    })
+}
+
+/// Secret-share `mine` (every party's vector of the same length) in one
+/// round and add the sharings.
+async fn shared_sum<M: Mpc>(mpc: &mut M, mine: &[M::Elem]) -> Result<(ShareVec<M::Elem>, Vec<u128>), EngineError> {
+    let len = mine.len();
+    let shared = mpc.input_all(mine, len).await?;
+    let sample = match shared.first() {
+        Some(s) if mpc.me() != 0 => s.expose().iter().take(4).map(|x| x.to_u128()).collect(),
+        _ => Vec::new(),
+    };
+    let mut total = ShareVec::zeros(len);
+    for s in &shared {
+        total = mpc.add(&total, s)?;
+    }
+    Ok((total, sample))
+}
+
+/// An opened comparison bit.
+fn opened_bit(x: M127, what: &str) -> Result<bool, AnalyticsError> {
+    match x.to_u128() {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(AnalyticsError::Shares(format!("an opened {what} bit is neither 0 nor 1"))),
+    }
+}
+
+fn field(v: i128) -> Result<M127, AnalyticsError> {
+    encode_signed::<M127>(v).map_err(|_| AnalyticsError::Params(format!("{v} does not fit GF(2^127-1)")))
+}
+
+/// `c_n [N] + c_c [C] + c_0` element-wise (local: linear in the shares).
+fn linear_form<T: Transport>(
+    mpc: &ShamirEngine<M127, T>,
+    forms: &[(i128, i128, i128)],
+    n: &[M127],
+    c: &[M127],
+) -> Result<ShareVec<M127>, AnalyticsError> {
+    let mut lin = Vec::with_capacity(forms.len());
+    let mut constants = Vec::with_capacity(forms.len());
+    for ((f, n), c) in forms.iter().zip(n).zip(c) {
+        lin.push(*n * field(f.0)? + *c * field(f.1)?);
+        constants.push(field(f.2)?);
+    }
+    Ok(mpc.add_public(&ShareVec::from_raw(lin), &constants)?)
+}
+
+/// One search of the interactive phase.
+struct Job {
+    group: usize,
+    stat: usize,
+    /// Index into the per-(group, column) vectors.
+    cell: usize,
+    target: Target,
+    search: Search,
+}
+
+/// Number of values <= v in a sorted list.
+fn count_at_most(sorted: &[i64], v: i64) -> M127 {
+    M127::from_u64(sorted.partition_point(|x| *x <= v) as u64)
+}
+
+type PhaseOutput = (Vec<M127>, OrderResults, Vec<u128>, EngineStats);
+
+/// The interactive phase (protocol in [`party_with_order`]).
+async fn order_phase<T: Transport, G: RngCore + ?Sized>(
+    mpc: &mut ShamirEngine<M127, T>,
+    sums: &[M127],
+    input: OrderInput<'_>,
+    mut rng: &mut G,
+) -> Result<PhaseOutput, AnalyticsError> {
+    let plan = input.plan;
+    let (groups, ncols, nstats) = (plan.groups, plan.columns.len(), plan.stats.len());
+    let gate = plan.min_group_size;
+    let cells = groups.saturating_mul(ncols);
+    let shape = if input.sorted.len() != cells
+        || plan.stats.iter().any(|s| plan.column_index(s.col).is_none())
+        || (gate.is_some() && input.group_rows.len() != groups)
+        || groups.checked_mul(plan.sums_per_group) != Some(sums.len())
+    {
+        Err(EngineError::Usage(format!(
+            "party {}: local order input does not match the plan ({} sorted lists for {groups} groups x {ncols} \
+             columns, {} group counts, {} sums for {} per group)",
+            mpc.me(),
+            input.sorted.len(),
+            input.group_rows.len(),
+            sums.len(),
+            plan.sums_per_group
+        )))
+    } else {
+        Ok(())
+    };
+    mpc.session().guard(shape).await?;
+    let columns: Vec<usize> = plan.stats.iter().map(|s| plan.column_index(s.col).unwrap_or(0)).collect();
+
+    // 1. Sums, group sizes and counts of non-null values, in one round.
+    let mut mine = sums.to_vec();
+    if gate.is_some() {
+        mine.extend(input.group_rows.iter().map(|&c| M127::from_u64(c)));
+    }
+    mine.extend(input.sorted.iter().map(|v| M127::from_u64(v.len() as u64)));
+    let (total, sample) = shared_sum(mpc, &mine).await?;
+    let before = mpc.stats();
+    let total = total.expose();
+    let (sum_part, rest) = total.split_at(sums.len().min(total.len()));
+    let (rows_part, n_part) = rest.split_at(if gate.is_some() { groups.min(rest.len()) } else { 0 });
+
+    // 2. [count < k] and [N > 0] in one comparison batch.
+    let mut a = Vec::with_capacity(rows_part.len() + n_part.len());
+    if let Some(k) = gate {
+        let k = M127::from_u64(k);
+        a.extend(rows_part.iter().map(|c| *c - k));
+    }
+    if plan.has_order_stats() {
+        a.extend(n_part.iter().map(|n| -*n));
+    }
+    let ltz = less_than_zero(mpc, &ShareVec::from_raw(a), plan.count_bits, KAPPA, &mut rng).await?;
+    let ltz = ltz.expose();
+    let mut kept = vec![true; groups];
+    let offset = if gate.is_some() { groups } else { 0 };
+    if gate.is_some() && groups > 0 {
+        let below = mpc.open(&ShareVec::from_raw(ltz[..groups].to_vec())).await?;
+        for (k, b) in kept.iter_mut().zip(below) {
+            *k = !opened_bit(b, "group size")?;
+        }
+    }
+    let mut nonempty = vec![false; cells];
+    if plan.has_order_stats() {
+        let asked: Vec<usize> = (0..cells).filter(|&i| kept[i / ncols.max(1)]).collect();
+        if !asked.is_empty() {
+            let bits: Vec<M127> = asked.iter().map(|&i| ltz[offset + i]).collect();
+            let opened = mpc.open(&ShareVec::from_raw(bits)).await?;
+            for (&i, b) in asked.iter().zip(opened) {
+                nonempty[i] = opened_bit(b, "non-empty")?;
+            }
+        }
+    }
+
+    // 3. The searches, in lockstep.
+    let mut jobs: Vec<Job> = Vec::new();
+    for (g, _) in kept.iter().enumerate().filter(|(_, k)| **k) {
+        for (s, os) in plan.stats.iter().enumerate() {
+            let j = columns[s];
+            let cell = g * ncols + j;
+            if !nonempty[cell] {
+                continue;
+            }
+            let col = &plan.columns[j];
+            jobs.push(Job { group: g, stat: s, cell, target: Target::Lower, search: Search::new(col.lo, col.hi) });
+            if order::needs_upper(os.p) {
+                jobs.push(Job { group: g, stat: s, cell, target: Target::Upper, search: Search::new(col.lo, col.hi) });
+            }
+        }
+    }
+    let forms: Vec<(i128, i128, i128)> =
+        jobs.iter().map(|j| order::test_form(plan.stats[j.stat].p, j.target)).collect();
+    let job_n: Vec<M127> = jobs.iter().map(|j| n_part[j.cell]).collect();
+    if !jobs.is_empty() {
+        for _ in 0..plan.steps() {
+            let local: Vec<M127> =
+                jobs.iter().map(|j| count_at_most(&input.sorted[j.cell], j.search.candidate())).collect();
+            let (c, _) = shared_sum(mpc, &local).await?;
+            let a = linear_form(mpc, &forms, &job_n, c.expose())?;
+            let bits = less_than_zero(mpc, &a, plan.search_bits, KAPPA, &mut rng).await?;
+            let opened = mpc.open(&bits).await?;
+            for (j, b) in jobs.iter_mut().zip(opened) {
+                j.search.update(opened_bit(b, "search")?);
+            }
+        }
+    }
+    let mut values: Vec<Option<OrderValue>> = vec![None; groups * nstats];
+    for j in &jobs {
+        let v = j.search.result().ok_or_else(|| AnalyticsError::Params("a search did not finish".into()))?;
+        let slot = &mut values[j.group * nstats + j.stat];
+        let entry = slot.get_or_insert(OrderValue { lower: v, upper: v, remainder: 0 });
+        match j.target {
+            Target::Lower => {
+                entry.lower = v;
+                if !order::needs_upper(plan.stats[j.stat].p) {
+                    entry.upper = v;
+                }
+            }
+            Target::Upper => entry.upper = v,
+        }
+    }
+
+    // 4. The remainder r where the two order statistics differ.
+    let pending: Vec<(usize, usize)> = jobs
+        .iter()
+        .filter(|j| j.target == Target::Lower)
+        .map(|j| (j.group * nstats + j.stat, j.cell))
+        .filter(|(slot, _)| values[*slot].is_some_and(|v| v.lower < v.upper))
+        .collect();
+    if !pending.is_empty() {
+        let mut local = Vec::with_capacity(pending.len());
+        let mut rforms = Vec::with_capacity(pending.len());
+        let mut rn = Vec::with_capacity(pending.len());
+        for &(slot, cell) in &pending {
+            let v = values[slot].map_or(0, |v| v.lower);
+            local.push(count_at_most(&input.sorted[cell], v));
+            rforms.push(order::test_form(plan.stats[slot % nstats].p, Target::Upper));
+            rn.push(n_part[cell]);
+        }
+        let (c, _) = shared_sum(mpc, &local).await?;
+        let r = linear_form(mpc, &rforms, &rn, c.expose())?;
+        let opened = mpc.open(&r).await?;
+        for (&(slot, _), r) in pending.iter().zip(opened) {
+            let den = plan.stats[slot % nstats].p.den();
+            let r = u64::try_from(r.to_u128()).ok().filter(|&r| r < den).ok_or_else(|| {
+                AnalyticsError::Shares(format!("the opened interpolation remainder is not below {den}"))
+            })?;
+            if let Some(v) = values[slot].as_mut() {
+                v.remainder = r;
+            }
+        }
+    }
+
+    // Suppressed groups: their sums never leave this party.
+    let mut sums_out = sum_part.to_vec();
+    for (g, k) in kept.iter().enumerate() {
+        if !k {
+            let range = g * plan.sums_per_group..(g + 1) * plan.sums_per_group;
+            if let Some(chunk) = sums_out.get_mut(range) {
+                chunk.fill(M127::ZERO);
+            }
+        }
+    }
+    let results = OrderResults {
+        stats: plan.stats.clone(),
+        min_group_size: gate,
+        suppressed: kept.iter().map(|k| !k).collect(),
+        values,
+    };
+    Ok((sums_out, results, sample, mpc.stats() - before))
 }

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use concord_analytics::{PartyOutcome, Scheme};
+use concord_analytics::{OrderInput, PartyOutcome, Scheme};
+use concord_data::LocalOrder;
 use concord_engine::EngineStats;
+use concord_query::order::{OrderPlan, OrderResults, OrderValue};
 use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
 use rand_chacha::rand_core::SeedableRng;
 
@@ -58,6 +60,11 @@ pub struct RunArgs {
     /// the result shares come back to this process, the analyst.
     #[arg(long)]
     pub processes: bool,
+    /// Suppress every group with fewer than K rows (decided inside MPC;
+    /// overrides the schema's `min_group_size`; 0 turns it off). Needs
+    /// Shamir sharing with n >= 2t + 1.
+    #[arg(long, value_name = "K")]
+    pub min_group_size: Option<u64>,
 }
 
 /// What a party process needs besides its data file (all public).
@@ -69,6 +76,9 @@ struct PartySpecJson {
     /// `None` for additive sharing.
     threshold: Option<usize>,
     m127: bool,
+    /// The minimum group size in force (schema or command line).
+    #[serde(default)]
+    min_group_size: Option<u64>,
 }
 
 /// A party process's result share, sent to the analyst.
@@ -79,6 +89,43 @@ struct ShareJson {
     rounds: u64,
     bytes_sent: u64,
     bytes_received: u64,
+    /// The public results of the interactive phase (opened to every party).
+    #[serde(default)]
+    order: Option<OrderJson>,
+}
+
+/// [`OrderResults`] as a party process reports them (public values).
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct OrderJson {
+    suppressed: Vec<bool>,
+    /// (x_k, x_{k+1}, r) per group and order statistic, `None` for NULL or suppressed.
+    values: Vec<Option<(i64, i64, u64)>>,
+    rounds: u64,
+    bytes_sent: u64,
+}
+
+impl OrderJson {
+    fn new(r: &OrderResults, stats: EngineStats) -> Self {
+        OrderJson {
+            suppressed: r.suppressed.clone(),
+            values: r.values.iter().map(|v| v.map(|v| (v.lower, v.upper, v.remainder))).collect(),
+            rounds: stats.rounds,
+            bytes_sent: stats.bytes_sent,
+        }
+    }
+
+    fn results(&self, plan: &OrderPlan) -> OrderResults {
+        OrderResults {
+            stats: plan.stats.clone(),
+            min_group_size: plan.min_group_size,
+            suppressed: self.suppressed.clone(),
+            values: self
+                .values
+                .iter()
+                .map(|v| v.map(|(lower, upper, remainder)| OrderValue { lower, upper, remainder }))
+                .collect(),
+        }
+    }
 }
 
 /// Arguments of the hidden `concord run-party`.
@@ -111,15 +158,17 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
     let schema = Schema::from_toml(&read(&spec.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
     let query = concord_query::parse(&spec.sql, &schema).map_err(|e| anyhow!("{e}"))?;
     let plan = query.plan(&schema);
+    let order = query.order_plan(&schema, &plan, spec.parties, spec.min_group_size).map_err(|e| anyhow!("{e}"))?;
     let me_spec = PartySpec { name: format!("{me}"), file: a.file.clone() };
-    let local = local_statistics(&schema, &query, &plan, std::slice::from_ref(&me_spec))?
+    let (local, local_order) = local_inputs(&schema, &query, &plan, order.as_ref(), std::slice::from_ref(&me_spec))?
         .pop()
         .ok_or_else(|| anyhow!("party {me}: no statistics"))?;
     let (rt, net) = crate::procs::child_connect(&a.child, spec.parties, Duration::from_secs(60), || {})?;
     let domain = if spec.m127 { Domain::M127 } else { Domain::M61 };
     let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+    let input = order_input(order.as_ref(), local_order.as_ref());
     let out = rt
-        .block_on(concord_analytics::party(net, scheme_of(spec.threshold), domain, &local, &mut rng))
+        .block_on(concord_analytics::party_with_order(net, scheme_of(spec.threshold), domain, &local, input, &mut rng))
         .map_err(|e| anyhow!("party {me}: {e}"))?;
     let share = ShareJson {
         party: me,
@@ -127,32 +176,35 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
         rounds: out.stats.rounds,
         bytes_sent: out.stats.bytes_sent,
         bytes_received: out.stats.bytes_received,
+        order: out.order.as_ref().map(|r| OrderJson::new(r, out.order_stats.unwrap_or_default())),
     };
     crate::procs::result(&serde_json::to_string(&share)?)
 }
 
 /// `concord run --processes`: the parent is the analyst.
 fn execute_processes(
-    schema_path: &Path,
-    sql: &str,
+    args: &RunArgs,
     schema: &Schema,
     query: &Query,
     plan: &StatsPlan,
     parties: &[PartySpec],
     scheme: Scheme,
+    order: Option<&OrderPlan>,
 ) -> Result<RunOutput> {
     let n = parties.len();
-    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
+    let domain = pick_domain(plan, schema, n, order)?;
+    let schema_path = args.schema.as_path();
     let schema_abs = std::fs::canonicalize(schema_path).unwrap_or_else(|_| schema_path.to_path_buf());
     let spec = PartySpecJson {
         schema: schema_abs,
-        sql: sql.to_string(),
+        sql: args.sql.clone(),
         parties: n,
         threshold: match scheme {
             Scheme::Shamir { t } => Some(t),
             _ => None,
         },
         m127: domain == Domain::M127,
+        min_group_size: order.and_then(|o| o.min_group_size),
     };
     let spec = serde_json::to_string(&spec)?;
     let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
@@ -166,6 +218,8 @@ fn execute_processes(
     )?;
     let mut shares = Vec::with_capacity(n);
     let mut stats = Vec::with_capacity(n);
+    let mut order_json: Option<OrderJson> = None;
+    let mut order_stats = Vec::new();
     for (i, r) in results.iter().enumerate() {
         let s: ShareJson = serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable share"))?;
         let values = s
@@ -175,6 +229,24 @@ fn execute_processes(
             .collect::<Result<Vec<u128>>>()?;
         if s.party != i {
             bail!("party {i} sent a share labelled as party {}", s.party);
+        }
+        if order.is_some() != s.order.is_some() {
+            bail!("party {i} did not report the public results of the interactive phase as planned");
+        }
+        if let Some(o) = &s.order {
+            order_stats.push(EngineStats {
+                rounds: o.rounds,
+                bytes_sent: o.bytes_sent,
+                bytes_received: 0,
+                messages_sent: 0,
+            });
+            let mine =
+                OrderJson { rounds: 0, bytes_sent: 0, suppressed: o.suppressed.clone(), values: o.values.clone() };
+            match &order_json {
+                None => order_json = Some(mine),
+                Some(first) if *first == mine => {}
+                Some(_) => bail!("party {i} reports other opened order statistics than party 0; refusing the result"),
+            }
         }
         shares.push(concord_analytics::ResultShare::from_parts(i, n, scheme, domain, values));
         stats.push(EngineStats {
@@ -186,7 +258,12 @@ fn execute_processes(
     }
     let refs: Vec<_> = shares.iter().collect();
     let totals = concord_analytics::reconstruct(&refs).map_err(|e| anyhow!("{e}"))?;
-    let table = concord_query::finalize(query, schema, plan, &totals).map_err(|e| anyhow!("{e}"))?;
+    let results = match (order, &order_json) {
+        (Some(plan), Some(j)) => Some(j.results(plan)),
+        _ => None,
+    };
+    let table =
+        concord_query::finalize_with(query, schema, plan, &totals, results.as_ref()).map_err(|e| anyhow!("{e}"))?;
     Ok(RunOutput {
         table,
         domain,
@@ -195,6 +272,9 @@ fn execute_processes(
         sample_received: Vec::new(),
         seconds: start.elapsed().as_secs_f64(),
         stats_per_party: plan.len(),
+        order: order.map(|o| o.describe(schema)),
+        order_stats,
+        suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
     })
 }
 
@@ -232,6 +312,26 @@ pub struct RunOutput {
     pub seconds: f64,
     /// Number of statistics each party contributed.
     pub stats_per_party: usize,
+    /// The interactive phase's method and parameters, if it ran.
+    pub order: Option<String>,
+    /// Per party rounds and bytes of the interactive phase alone.
+    pub order_stats: Vec<EngineStats>,
+    /// Number of groups suppressed by the minimum group size.
+    pub suppressed: usize,
+}
+
+/// The field: GF(2^127-1) when the interactive phase runs (its comparisons
+/// need it), else the smallest that holds the pooled sums.
+fn pick_domain(plan: &StatsPlan, schema: &Schema, n: usize, order: Option<&OrderPlan>) -> Result<Domain> {
+    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
+    Ok(if order.is_some() { Domain::M127 } else { domain })
+}
+
+fn order_input<'a>(plan: Option<&'a OrderPlan>, local: Option<&'a LocalOrder>) -> Option<OrderInput<'a>> {
+    match (plan, local) {
+        (Some(plan), Some(l)) => Some(OrderInput { plan, group_rows: &l.group_rows, sorted: &l.sorted }),
+        _ => None,
+    }
 }
 
 /// Choose the scheme from the arguments.
@@ -259,11 +359,28 @@ pub fn local_statistics(
     plan: &StatsPlan,
     parties: &[PartySpec],
 ) -> Result<Vec<Vec<i128>>> {
+    Ok(local_inputs(schema, query, plan, None, parties)?.into_iter().map(|(sums, _)| sums).collect())
+}
+
+/// Every party's local statistics and, with an interactive phase, its
+/// private order input (rows per group, sorted values per group and column).
+pub fn local_inputs(
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    order: Option<&OrderPlan>,
+    parties: &[PartySpec],
+) -> Result<Vec<(Vec<i128>, Option<LocalOrder>)>> {
     parties
         .iter()
         .map(|p| {
             let table = concord_data::load_table(&p.file, schema).map_err(|e| anyhow!("party {}: {e}", p.name))?;
-            concord_data::local_stats(&table, query, plan).map_err(|e| anyhow!("party {}: {e}", p.name))
+            let sums = concord_data::local_stats(&table, query, plan).map_err(|e| anyhow!("party {}: {e}", p.name))?;
+            let order = order
+                .map(|o| concord_data::local_order(&table, query, plan, o))
+                .transpose()
+                .map_err(|e| anyhow!("party {}: {e}", p.name))?;
+            Ok((sums, order))
         })
         .collect()
 }
@@ -277,17 +394,37 @@ pub fn execute(
     locals: Vec<Vec<i128>>,
     scheme: Scheme,
 ) -> Result<RunOutput> {
+    execute_with(schema, query, plan, locals.into_iter().map(|l| (l, None)).collect(), None, scheme)
+}
+
+/// [`execute`] with the interactive phase of `order` (order statistics,
+/// minimum group size): every party's local statistics and order input.
+pub fn execute_with(
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    locals: Vec<(Vec<i128>, Option<LocalOrder>)>,
+    order: Option<&OrderPlan>,
+    scheme: Scheme,
+) -> Result<RunOutput> {
     let n = locals.len();
-    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
+    let domain = pick_domain(plan, schema, n, order)?;
     let stats_per_party = plan.len();
     let start = Instant::now();
     let parties = loopback_parties(n, "concord-run")?;
     let inputs: Vec<_> = parties.into_iter().zip(locals).collect();
-    let results = run_parties(inputs, move |(lp, local)| async move {
-        let me = lp.me;
-        let net = lp.connect(Duration::from_secs(30)).await?;
-        let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
-        concord_analytics::party(net, scheme, domain, &local, &mut rng).await.map_err(|e| anyhow!("party {me}: {e}"))
+    let order_plan = order.cloned();
+    let results = run_parties(inputs, move |(lp, (local, local_order))| {
+        let order_plan = order_plan.clone();
+        async move {
+            let me = lp.me;
+            let net = lp.connect(Duration::from_secs(30)).await?;
+            let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+            let input = order_input(order_plan.as_ref(), local_order.as_ref());
+            concord_analytics::party_with_order(net, scheme, domain, &local, input, &mut rng)
+                .await
+                .map_err(|e| anyhow!("party {me}: {e}"))
+        }
     })?;
     let mut outcomes: Vec<PartyOutcome> = Vec::with_capacity(n);
     let mut failures = Vec::new();
@@ -303,7 +440,13 @@ pub fn execute(
     // The analyst: reconstruct the totals from the result shares and finalise.
     let shares: Vec<_> = outcomes.iter().map(|o| &o.share).collect();
     let totals = concord_analytics::reconstruct(&shares).map_err(|e| anyhow!("{e}"))?;
-    let table = concord_query::finalize(query, schema, plan, &totals).map_err(|e| anyhow!("{e}"))?;
+    // The opened values are public to every party; they must agree.
+    let results = outcomes.first().and_then(|o| o.order.clone());
+    if outcomes.iter().any(|o| o.order != results) {
+        bail!("the parties report different opened order statistics; refusing the result");
+    }
+    let table =
+        concord_query::finalize_with(query, schema, plan, &totals, results.as_ref()).map_err(|e| anyhow!("{e}"))?;
     Ok(RunOutput {
         table,
         domain,
@@ -312,6 +455,9 @@ pub fn execute(
         sample_received: outcomes.get(1).map(|o| o.sample_of_received.clone()).unwrap_or_default(),
         seconds: start.elapsed().as_secs_f64(),
         stats_per_party,
+        order: order.map(|o| o.describe(schema)),
+        order_stats: outcomes.iter().filter_map(|o| o.order_stats).collect(),
+        suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
     })
 }
 
@@ -330,11 +476,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let query = concord_query::parse(&args.sql, &schema).map_err(|e| anyhow!("{e}"))?;
     let plan = query.plan(&schema);
     let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
+    let min_group_size = args.min_group_size.or(schema.min_group_size);
+    let order = query.order_plan(&schema, &plan, parties.len(), min_group_size).map_err(|e| anyhow!("{e}"))?;
+    if order.is_some() {
+        concord_analytics::check_comparison_scheme(scheme, parties.len()).map_err(|e| anyhow!("{e}"))?;
+    }
     let out = if args.processes {
-        execute_processes(&args.schema, &args.sql, &schema, &query, &plan, &parties, scheme)?
+        execute_processes(&args, &schema, &query, &plan, &parties, scheme, order.as_ref())?
     } else {
-        let locals = local_statistics(&schema, &query, &plan, &parties)?;
-        execute(&schema, &query, &plan, locals, scheme)?
+        let locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
+        execute_with(&schema, &query, &plan, locals, order.as_ref(), scheme)?
     };
     print_output(&out, args.format)
 }
@@ -351,6 +502,7 @@ pub fn value_json(v: &Value) -> serde_json::Value {
         Value::Text(s) => serde_json::Value::String(s.clone()),
         Value::Null => serde_json::Value::Null,
         Value::Array(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
+        Value::Suppressed(_) => serde_json::Value::String(value_text(v)),
     }
 }
 
@@ -368,6 +520,7 @@ pub fn value_text(v: &Value) -> String {
         Value::Text(s) => s.clone(),
         Value::Null => "NULL".to_string(),
         Value::Array(a) => format!("[{}]", a.iter().map(value_text).collect::<Vec<_>>().join(", ")),
+        Value::Suppressed(k) => format!("suppressed (fewer than {k} rows)"),
     }
 }
 
@@ -397,6 +550,13 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                     "domain": match out.domain { Domain::M61 => "m61", Domain::M127 => "m127" },
                     "scheme": match out.scheme { Scheme::Additive => "additive".to_string(), Scheme::Shamir { t } => format!("shamir t={t}") },
                     "statistics_per_party": out.stats_per_party,
+                    "order": out.order.as_ref().map(|d| serde_json::json!({
+                        "plan": d,
+                        "rounds": out.order_stats.iter().map(|s| s.rounds).max().unwrap_or(0),
+                        "bytes_per_party": out.order_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
+                        "revealed_to": "all computing parties (opened comparison bits, order statistics, suppressed groups), and the analyst",
+                    })),
+                    "suppressed_groups": out.suppressed,
                 },
             });
             println!("{v}");
@@ -419,6 +579,21 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                 bytes,
                 out.seconds
             );
+            if let Some(d) = &out.order {
+                eprintln!(
+                    "{d}: {} rounds, {} bytes sent per party (max) in the interactive phase",
+                    out.order_stats.iter().map(|s| s.rounds).max().unwrap_or(0),
+                    out.order_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0)
+                );
+                eprintln!(
+                    "revealed to all {} computing parties, not only the analyst: the opened comparison bits, hence \
+                     the order statistics (and which groups are suppressed or have no value)",
+                    out.stats.len()
+                );
+            }
+            if out.suppressed > 0 {
+                eprintln!("{} group(s) suppressed: fewer rows than the minimum group size", out.suppressed);
+            }
         }
     }
     Ok(())

@@ -425,7 +425,7 @@ fn schema_data_and_query_errors_are_refused_with_their_reason() {
                 a.extend(["--sql".into(), "SELECT MEDIAN(x) FROM t".into()]);
                 a
             },
-            vec!["MEDIAN"],
+            vec!["MEDIAN", "honest majority"],
         ),
         (
             {
@@ -544,4 +544,211 @@ fn the_planner_picks_the_field_from_the_declared_bounds() {
         run(&schema_with(1_000_000_000_000_000_000, 4_000_000_000_000_000_000), "SELECT VAR_POP(v) FROM t");
     assert!(!ok);
     assert!(err.to_lowercase().contains("overflow") || err.contains("2^127"), "{err}");
+}
+
+// ---------- order statistics and the minimum group size ----------
+
+/// PostgreSQL's percentile_cont(num/den) on the values, with exact k and r.
+fn percentile(values: &[f64], num: usize, den: usize) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let (k, r) = (num * (n - 1) / den, num * (n - 1) % den);
+    Some(if r == 0 { v[k] } else { v[k] + (v[k + 1] - v[k]) * r as f64 / den as f64 })
+}
+
+const ORDER_SQL: &str = "SELECT g, COUNT(*), MIN(x), MAX(x), MEDIAN(x), \
+     PERCENTILE_CONT(0.3) WITHIN GROUP (ORDER BY d), MIN(d), MAX(d), MEDIAN(d), \
+     PERCENTILE_CONT(0) WITHIN GROUP (ORDER BY y), PERCENTILE_CONT(1) WITHIN GROUP (ORDER BY y DESC), \
+     PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY x DESC) \
+     FROM t WHERE h = 'u' AND NOT g = 'c' GROUP BY g";
+
+/// The expected rows of [`ORDER_SQL`]: group c is empty (NULL).
+fn order_expected(pooled: &[Row]) -> Vec<Vec<J>> {
+    (0..3)
+        .map(|g| {
+            let rows: Vec<&Row> = pooled.iter().filter(|r| r.g == g && r.h == 0 && g != 2).collect();
+            let xs = vals(&rows, x);
+            let ds = vals(&rows, d);
+            let ys = vals(&rows, y);
+            let int = |v: Option<f64>| v.map(|v| J::from(v as i64)).unwrap_or(J::Null);
+            vec![
+                J::from(["a", "b", "c"][g]),
+                J::from(rows.len()),
+                int(percentile(&xs, 0, 1)),
+                int(percentile(&xs, 1, 1)),
+                num(percentile(&xs, 1, 2)),
+                num(percentile(&ds, 3, 10)),
+                num(percentile(&ds, 0, 1)),
+                num(percentile(&ds, 1, 1)),
+                num(percentile(&ds, 1, 2)),
+                num(percentile(&ys, 0, 1)),
+                // The 1-quantile of the descending order is the minimum.
+                num(percentile(&ys, 0, 1)),
+                num(percentile(&xs, 1, 20)),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn order_statistics_match_the_plaintext_with_where_and_group_by() {
+    let (_dir, base, pooled) = setup(3, 11, 120);
+    let want = order_expected(&pooled);
+    for extra in [vec![], vec!["--processes"]] {
+        let out = run_json(&base, ORDER_SQL, &extra);
+        check_rows(&out, want.clone(), ORDER_SQL);
+        let order = &out["stats"]["order"];
+        // d spans 0.00 .. 100.00: 10001 values, 14 steps in lockstep.
+        let plan = order["plan"].as_str().unwrap();
+        assert!(
+            plan.contains("domain search over [-50, 50] (x), [0, 1000] (y), [0.00, 100.00] (d), 14 steps"),
+            "{plan}"
+        );
+        assert!(order["revealed_to"].as_str().unwrap().contains("all computing parties"));
+        assert!(order["rounds"].as_u64().unwrap() > 14 * 10);
+        assert!(order["bytes_per_party"].as_u64().unwrap() > 0);
+        assert_eq!(out["stats"]["domain"], "m127");
+    }
+    // The table format says what is revealed, and to whom.
+    let mut args = base.clone();
+    args.extend(["--sql".into(), "SELECT MEDIAN(x) FROM t".into()]);
+    let (ok, out, err) = concord(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("order statistics: domain search over [-50, 50] (x), 7 steps"), "{err}");
+    assert!(err.contains("revealed to all 3 computing parties"), "{err}");
+    let all: Vec<&Row> = pooled.iter().collect();
+    let median = percentile(&vals(&all, x), 1, 2).unwrap();
+    assert!(out.contains(&format!("{median:.1}")), "{out}");
+}
+
+/// A schema with one column whose values the test writes by hand.
+fn tiny(dir: &Path, header: &str, files: &[&str]) -> Vec<String> {
+    let schema = dir.join("tiny.toml");
+    std::fs::write(
+        &schema,
+        format!(
+            "table = \"t\"\nmax_rows = 100\n{header}\n[[column]]\nname = \"v\"\ntype = \"decimal\"\nscale = 1\nmin = -5\nmax = 5\n\
+             [[column]]\nname = \"k\"\ntype = \"category\"\nvalues = [\"p\", \"q\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["run".to_string(), "--schema".into(), schema.display().to_string()];
+    for (i, body) in files.iter().enumerate() {
+        let f = dir.join(format!("tiny{i}.csv"));
+        std::fs::write(&f, format!("v,k\n{body}")).unwrap();
+        args.extend(["--party".into(), format!("p{i}={}", f.display())]);
+    }
+    args
+}
+
+#[test]
+fn order_statistics_edge_cases() {
+    let dir = tempdir("order-edges");
+    // A single row in all: every percentile is that value.
+    let base = tiny(&dir.0, "", &["-2.5,p\n", ",q\n", ",p\n"]);
+    let out =
+        run_json(&base, "SELECT MIN(v), MAX(v), MEDIAN(v), PERCENTILE_CONT(0.7) WITHIN GROUP (ORDER BY v) FROM t", &[]);
+    check_rows(&out, vec![vec![J::from(-2.5); 4]], "single row");
+    // GROUP BY: q has no non-null value (NULL); p the extremes of the domain, with ties.
+    let base = tiny(&dir.0, "", &["-5.0,p\n5.0,p\n,q\n", "5.0,p\n-5.0,p\n", "-5.0,p\n"]);
+    let out = run_json(
+        &base,
+        "SELECT k, COUNT(v), MIN(v), MAX(v), MEDIAN(v), PERCENTILE_CONT(0.875) WITHIN GROUP (ORDER BY v) FROM t GROUP BY k",
+        &[],
+    );
+    // p: -5, -5, -5, 5, 5; h = 0.875 x 4 = 3.5 -> 5.
+    check_rows(
+        &out,
+        vec![
+            vec![J::from("p"), J::from(5), J::from(-5.0), J::from(5.0), J::from(-5.0), J::from(5.0)],
+            vec![J::from("q"), J::from(0), J::Null, J::Null, J::Null, J::Null],
+        ],
+        "edges",
+    );
+    // Refusals: p outside [0, 1], a category column, 2 parties, additive sharing.
+    let base3 = tiny(&dir.0, "", &["1.0,p\n", "2.0,p\n", "3.0,q\n"]);
+    let base2 = tiny(&dir.0, "", &["1.0,p\n", "2.0,p\n"]);
+    let sql_args = |base: &[String], sql: &str, extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(["--sql".to_string(), sql.to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    for (args, needles) in [
+        (
+            sql_args(&base3, "SELECT PERCENTILE_CONT(1.01) WITHIN GROUP (ORDER BY v) FROM t", &[]),
+            vec!["between 0 and 1", "`1.01` at line 1, column 24"],
+        ),
+        (sql_args(&base3, "SELECT MAX(k) FROM t", &[]), vec!["MAX needs a numeric", "k is a category"]),
+        (sql_args(&base2, "SELECT MEDIAN(v) FROM t", &[]), vec!["honest majority", "at least 3 parties"]),
+        (sql_args(&base3, "SELECT MIN(v) FROM t", &["--scheme", "additive"]), vec!["honest majority"]),
+        (sql_args(&base2, "SELECT COUNT(*) FROM t", &["--min-group-size", "2"]), vec!["minimum group size"]),
+    ] {
+        let (ok, _, err) = concord(&args);
+        assert!(!ok, "{args:?} should fail");
+        for n in needles {
+            assert!(err.contains(n), "expected {n:?} in the error for {args:?}:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn small_groups_are_suppressed_inside_mpc() {
+    let (_dir, base, pooled) = setup(3, 21, 40);
+    let sql = "SELECT g, h, COUNT(*), AVG(x), MEDIAN(y) FROM t WHERE x > 30 GROUP BY g, h";
+    let counts: Vec<usize> = (0..6)
+        .map(|i| pooled.iter().filter(|r| r.g == i / 2 && r.h == i % 2 && r.x.is_some_and(|v| v > 30)).count())
+        .collect();
+    let mut sorted = counts.clone();
+    sorted.sort();
+    // A threshold that keeps some groups and suppresses others.
+    let k = sorted[3];
+    assert!(sorted[0] < k, "the data should have a small group: {counts:?}");
+    for extra in [
+        vec!["--min-group-size".to_string(), k.to_string()],
+        vec!["--processes".into(), "--min-group-size".into(), k.to_string()],
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let out = run_json(&base, sql, &extra);
+        let rows = out["rows"].as_array().unwrap();
+        let mut suppressed = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let sel: Vec<&Row> =
+                pooled.iter().filter(|r| r.g == i / 2 && r.h == i % 2 && r.x.is_some_and(|v| v > 30)).collect();
+            if sel.len() < k {
+                suppressed += 1;
+                for c in 2..5 {
+                    assert_eq!(row[c], J::from(format!("suppressed (fewer than {k} rows)")), "row {i}");
+                }
+            } else {
+                let want = vec![
+                    row[0].clone(),
+                    row[1].clone(),
+                    J::from(sel.len()),
+                    num(mean(&vals(&sel, x))),
+                    num(percentile(&vals(&sel, y), 1, 2)),
+                ];
+                check_rows(&serde_json::json!({ "rows": [row] }), vec![want], sql);
+            }
+        }
+        assert_eq!(out["stats"]["suppressed_groups"], suppressed);
+        assert!(suppressed > 0 && suppressed < 6);
+    }
+    // The schema's min_group_size applies without the flag; no GROUP BY: all or nothing.
+    let (dir, mut base, pooled) = setup(3, 22, 30);
+    let schema = dir.0.join("schema-k.toml");
+    std::fs::write(&schema, format!("min_group_size = {}\n{SCHEMA}", pooled.len() + 1)).unwrap();
+    base[2] = schema.display().to_string();
+    let out = run_json(&base, "SELECT COUNT(*), SUM(x) FROM t", &[]);
+    let k = pooled.len() + 1;
+    assert_eq!(out["rows"][0][0], J::from(format!("suppressed (fewer than {k} rows)")));
+    // The flag overrides the schema (0 turns it off).
+    let out = run_json(&base, "SELECT COUNT(*) FROM t", &["--min-group-size", "0"]);
+    assert_eq!(out["rows"][0][0], J::from(pooled.len()));
+    let out = run_json(&base, "SELECT COUNT(*) FROM t", &["--min-group-size", &pooled.len().to_string()]);
+    assert_eq!(out["rows"][0][0], J::from(pooled.len()));
 }

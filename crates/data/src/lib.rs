@@ -37,6 +37,7 @@ use arrow::datatypes::{
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use concord_query::order::OrderPlan;
 use concord_query::{CmpOp, ColumnId, ColumnType, Literal, Predicate, Query, Schema, Stat, StatsPlan};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -849,20 +850,27 @@ fn int64<'a>(schema: &Schema, arrays: &'a [Option<ArrayRef>], col: ColumnId) -> 
 /// Marker for "this row belongs to no group of the plan".
 const NO_GROUP: u32 = u32::MAX;
 
-/// Computes this party's local statistics: for every group of `plan.groups`
-/// and every statistic of `plan.stats`, the exact sum over the rows of the
-/// group that satisfy `query.filter`, as defined on [`Stat`]. The result has
-/// `plan.len()` entries, group-major: entry `g * plan.stats.len() + s`.
-///
-/// The WHERE predicate is evaluated with SQL three-valued logic (rows where
-/// it is NULL or false are dropped). Rows whose GROUP BY value is NULL belong
-/// to no group and are not counted. A plan group listed twice gets the same
-/// sums twice.
-pub fn local_stats(table: &Table, query: &Query, plan: &StatsPlan) -> Result<Vec<i128>, DataError> {
+/// The rows of a query: the needed columns after WHERE, and the plan group
+/// of every selected row.
+struct Selection {
+    /// Per schema column: the filtered array if needed.
+    arrays: Vec<Option<ArrayRef>>,
+    /// Plan group of each selected row ([`NO_GROUP`] for none).
+    slots: Vec<u32>,
+    /// For a plan group listed twice, the first occurrence.
+    duplicate_of: Vec<Option<usize>>,
+}
+
+/// Evaluates WHERE (three-valued logic) and assigns each selected row its
+/// plan group; keeps the columns in `needed` and the GROUP BY columns.
+fn select(
+    table: &Table,
+    query: &Query,
+    plan: &StatsPlan,
+    mut needed: BTreeSet<ColumnId>,
+) -> Result<Selection, DataError> {
     let schema = &table.schema;
-    let n_stats = plan.stats.len();
     let n_groups = plan.groups.len();
-    let total = n_groups.checked_mul(n_stats).ok_or_else(|| plan_error("the plan is too large".to_string()))?;
     if u32::try_from(n_groups).map_or(true, |g| g == NO_GROUP) {
         return Err(plan_error(format!("the plan has too many groups ({n_groups})")));
     }
@@ -916,15 +924,7 @@ pub fn local_stats(table: &Table, query: &Query, plan: &StatsPlan) -> Result<Vec
     }
 
     // Columns needed after filtering.
-    let mut needed: BTreeSet<ColumnId> = query.group_by.iter().copied().collect();
-    for stat in &plan.stats {
-        match stat {
-            Stat::Moment { nonnull, monomial } => needed.extend(nonnull.iter().chain(monomial).copied()),
-            Stat::Bin { col, .. } => {
-                needed.insert(*col);
-            }
-        }
-    }
+    needed.extend(query.group_by.iter().copied());
     for &col in &needed {
         array_of(table, col)?;
     }
@@ -981,6 +981,34 @@ pub fn local_stats(table: &Table, query: &Query, plan: &StatsPlan) -> Result<Vec
             .map(|(&k, &ok)| if ok { key_to_group.get(k).copied().unwrap_or(NO_GROUP) } else { NO_GROUP })
             .collect()
     };
+
+    Ok(Selection { arrays, slots, duplicate_of })
+}
+
+/// Computes this party's local statistics: for every group of `plan.groups`
+/// and every statistic of `plan.stats`, the exact sum over the rows of the
+/// group that satisfy `query.filter`, as defined on [`Stat`]. The result has
+/// `plan.len()` entries, group-major: entry `g * plan.stats.len() + s`.
+///
+/// The WHERE predicate is evaluated with SQL three-valued logic (rows where
+/// it is NULL or false are dropped). Rows whose GROUP BY value is NULL belong
+/// to no group and are not counted. A plan group listed twice gets the same
+/// sums twice.
+pub fn local_stats(table: &Table, query: &Query, plan: &StatsPlan) -> Result<Vec<i128>, DataError> {
+    let schema = &table.schema;
+    let n_stats = plan.stats.len();
+    let n_groups = plan.groups.len();
+    let total = n_groups.checked_mul(n_stats).ok_or_else(|| plan_error("the plan is too large".to_string()))?;
+    let mut needed: BTreeSet<ColumnId> = BTreeSet::new();
+    for stat in &plan.stats {
+        match stat {
+            Stat::Moment { nonnull, monomial } => needed.extend(nonnull.iter().chain(monomial).copied()),
+            Stat::Bin { col, .. } => {
+                needed.insert(*col);
+            }
+        }
+    }
+    let Selection { arrays, slots, duplicate_of } = select(table, query, plan, needed)?;
 
     let mut out = vec![0i128; total];
     let mut acc = vec![0i128; n_groups];
@@ -1075,4 +1103,69 @@ pub fn local_stats(table: &Table, query: &Query, plan: &StatsPlan) -> Result<Vec
         }
     }
     Ok(out)
+}
+
+/// One party's private input to the interactive phase of a query with order
+/// statistics or a minimum group size (`concord_query::order`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalOrder {
+    /// Per plan group: the number of rows of the group that satisfy WHERE
+    /// (its COUNT(*)).
+    pub group_rows: Vec<u64>,
+    /// Per plan group g and searched column j (`order.columns` order):
+    /// entry `g * order.columns.len() + j` holds the group's non-null
+    /// values of the column (scaled), sorted ascending, so that the number
+    /// of values <= v is one `partition_point`.
+    pub sorted: Vec<Vec<i64>>,
+}
+
+/// This party's [`LocalOrder`]: the same WHERE and groups as
+/// [`local_stats`], each searched column's values sorted once per group.
+pub fn local_order(table: &Table, query: &Query, plan: &StatsPlan, order: &OrderPlan) -> Result<LocalOrder, DataError> {
+    let schema = &table.schema;
+    let n_groups = plan.groups.len();
+    let n_cols = order.columns.len();
+    if order.groups != n_groups {
+        return Err(plan_error(format!("the order plan has {} groups, the statistics plan {n_groups}", order.groups)));
+    }
+    let needed: BTreeSet<ColumnId> = order.columns.iter().map(|c| c.col).collect();
+    let Selection { arrays, slots, duplicate_of } = select(table, query, plan, needed)?;
+    let mut group_rows = vec![0u64; n_groups];
+    for &g in &slots {
+        if let Some(c) = group_rows.get_mut(g as usize) {
+            *c += 1;
+        }
+    }
+    let size = n_groups.checked_mul(n_cols).ok_or_else(|| plan_error("the order plan is too large".to_string()))?;
+    let mut sorted: Vec<Vec<i64>> = vec![Vec::new(); size];
+    for (j, c) in order.columns.iter().enumerate() {
+        let array = int64(schema, &arrays, c.col)?;
+        let nulls = array.nulls();
+        for (i, (&g, &v)) in slots.iter().zip(array.values().iter()).enumerate() {
+            if g == NO_GROUP || nulls.is_some_and(|nb| nb.is_null(i)) {
+                continue;
+            }
+            if let Some(list) = sorted.get_mut(g as usize * n_cols + j) {
+                list.push(v);
+            }
+        }
+    }
+    for list in &mut sorted {
+        list.sort_unstable();
+    }
+    for (g, d) in duplicate_of.iter().enumerate() {
+        if let Some(d) = *d {
+            let rows = group_rows.get(d).copied().unwrap_or(0);
+            if let Some(r) = group_rows.get_mut(g) {
+                *r = rows;
+            }
+            for j in 0..n_cols {
+                let copy = sorted.get(d * n_cols + j).cloned().unwrap_or_default();
+                if let Some(slot) = sorted.get_mut(g * n_cols + j) {
+                    *slot = copy;
+                }
+            }
+        }
+    }
+    Ok(LocalOrder { group_rows, sorted })
 }

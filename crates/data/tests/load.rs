@@ -51,6 +51,7 @@ fn schema() -> Schema {
     Schema {
         table: "patients".to_string(),
         max_rows: 1_000_000_000,
+        min_group_size: None,
         columns: vec![
             ColumnDef { name: "age".to_string(), ty: ColumnType::Int { min: 0, max: 120 } },
             ColumnDef { name: "weight".to_string(), ty: ColumnType::Decimal { scale: 2, min: -1000, max: 50000 } },
@@ -110,6 +111,7 @@ fn loads_large_decimal_scale_exactly() {
     let schema = Schema {
         table: "t".to_string(),
         max_rows: 10,
+        min_group_size: None,
         columns: vec![ColumnDef {
             name: "x".to_string(),
             ty: ColumnType::Decimal { scale: 18, min: i64::MIN, max: i64::MAX },

@@ -18,6 +18,7 @@ fn schema() -> Schema {
     Schema {
         table: "patients".to_string(),
         max_rows: 1_000_000_000,
+        min_group_size: None,
         columns: vec![
             col("age", ColumnType::Int { min: 0, max: 120 }),
             col("weight", ColumnType::Decimal { scale: 2, min: 0, max: 50000 }),
@@ -300,6 +301,7 @@ fn overflow_names_the_statistic() {
     let schema = Schema {
         table: "t".to_string(),
         max_rows: 10,
+        min_group_size: None,
         columns: vec![ColumnDef { name: "x".to_string(), ty: ColumnType::Int { min: i64::MIN, max: i64::MAX } }],
     };
     let t = Table::new(schema, vec![Arc::new(Int64Array::from(vec![i64::MAX; 4])) as ArrayRef]).unwrap();
@@ -408,4 +410,29 @@ fn matches_naive_evaluation_on_generated_rows() {
     }
     assert_eq!(out, expected);
     assert!(expected[0] > 1000 && expected[3] > 100);
+}
+
+#[test]
+fn local_order_sorts_each_group_and_column_once() {
+    use concord_data::local_order;
+    use concord_query::Aggregate;
+    let t = table();
+    let schema = schema();
+    // SELECT sex, MEDIAN(age), MIN(weight) FROM patients WHERE site <> 'south' GROUP BY sex
+    let q = Query {
+        select: vec![("m".into(), Aggregate::Median(AGE)), ("w".into(), Aggregate::Min(WEIGHT))],
+        filter: Some(not(cat_eq(SITE, 1))),
+        group_by: vec![SEX],
+    };
+    let p = q.plan(&schema);
+    let o = q.order_plan(&schema, &p, 3, Some(2)).unwrap().unwrap();
+    let local = local_order(&t, &q, &p, &o).unwrap();
+    // Rows kept: 1 (F), 4 (M), 5 (NULL sex: no group), 6 (M), 7 (F), 8 (F).
+    assert_eq!(local.group_rows, vec![3, 2]);
+    // Group-major, columns in plan order (age, weight); NULLs dropped, sorted.
+    assert_eq!(local.sorted, vec![vec![34, 51, 100], vec![6000, 7050, 7230], vec![20, 50], vec![5500, 6500]]);
+    // A plan that does not match is refused, not indexed out of bounds.
+    let mut bad = o.clone();
+    bad.groups = 5;
+    assert!(matches!(local_order(&t, &q, &p, &bad), Err(DataError::Plan { .. })));
 }

@@ -11,8 +11,11 @@ use num_bigint::BigInt;
 use num_rational::BigRational;
 use num_traits::{One, Signed, ToPrimitive, Zero};
 
+use crate::order::{OrderResults, OrderValue};
 use crate::plan::stats_for;
-use crate::{Aggregate, ColumnId, ColumnType, Query, QueryError, ResultTable, Schema, Stat, StatsPlan, Value};
+use crate::{
+    Aggregate, ColumnId, ColumnType, OrderStat, Query, QueryError, ResultTable, Schema, Stat, StatsPlan, Value,
+};
 
 /// Turns the pooled sums `totals` (entry `g * plan.stats.len() + s` is the
 /// exact sum of statistic `s` in group `g`, as laid out by [`Query::plan`])
@@ -22,8 +25,28 @@ use crate::{Aggregate, ColumnId, ColumnType, Query, QueryError, ResultTable, Sch
 ///
 /// Errors: wrong `totals` length or a plan that lacks a statistic the query
 /// needs ([`QueryError::Totals`]); `LINREG` on a non-empty group whose
-/// regressors are collinear ([`QueryError::Singular`]).
+/// regressors are collinear ([`QueryError::Singular`]); a query with order
+/// statistics (use [`finalize_with`]).
 pub fn finalize(query: &Query, schema: &Schema, plan: &StatsPlan, totals: &[i128]) -> Result<ResultTable, QueryError> {
+    finalize_with(query, schema, plan, totals, None)
+}
+
+/// [`finalize`] with the public results of the interactive phase
+/// ([`crate::order`]): the order statistics (`MIN`, `MAX`, `MEDIAN`,
+/// `PERCENTILE_CONT`, computed exactly from the opened order statistics,
+/// NULL for a group with no non-null value) and the suppressed groups
+/// (every aggregate of a suppressed group is [`Value::Suppressed`]; its
+/// totals are ignored).
+///
+/// Errors as [`finalize`], and [`QueryError::Totals`] when `order` is
+/// missing but needed, or does not match the plan or the query.
+pub fn finalize_with(
+    query: &Query,
+    schema: &Schema,
+    plan: &StatsPlan,
+    totals: &[i128],
+    order: Option<&OrderResults>,
+) -> Result<ResultTable, QueryError> {
     let ns = plan.stats.len();
     let expected = plan.groups.len().checked_mul(ns);
     if expected != Some(totals.len()) {
@@ -38,6 +61,26 @@ pub fn finalize(query: &Query, schema: &Schema, plan: &StatsPlan, totals: &[i128
         for stat in stats_for(agg) {
             if plan.stats.binary_search(&stat).is_err() {
                 return Err(QueryError::Totals(format!("the plan lacks the statistic {stat:?} needed by {agg:?}")));
+            }
+        }
+    }
+    if let Some(o) = order {
+        let values = plan.groups.len().checked_mul(o.stats.len());
+        if o.suppressed.len() != plan.groups.len() || values != Some(o.values.len()) {
+            return Err(QueryError::Totals(format!(
+                "the order results cover {} groups and {} values, the plan has {} groups and the query {} order \
+                 statistics",
+                o.suppressed.len(),
+                o.values.len(),
+                plan.groups.len(),
+                o.stats.len()
+            )));
+        }
+    }
+    for (_, agg) in &query.select {
+        if let Some(os) = agg.order_stat() {
+            if order.is_none_or(|o| o.stats.binary_search(&os).is_err()) {
+                return Err(QueryError::Totals(format!("the order results lack {os:?} needed by {agg:?}")));
             }
         }
     }
@@ -66,8 +109,20 @@ pub fn finalize(query: &Query, schema: &Schema, plan: &StatsPlan, totals: &[i128
             })?;
             row.push(Value::Text(label));
         }
+        if let Some(o) = order.filter(|o| o.suppressed.get(g).copied().unwrap_or(false)) {
+            let k = o.min_group_size.unwrap_or(0);
+            row.extend(query.select.iter().map(|_| Value::Suppressed(k)));
+            rows.push(row);
+            continue;
+        }
         let group = Group { plan, totals: &totals[g * ns..(g + 1) * ns] };
         for (_, agg) in &query.select {
+            if let (Some(os), Some(o)) = (agg.order_stat(), order) {
+                let s = o.stats.binary_search(&os).map_err(|_| QueryError::Totals(format!("missing {os:?}")))?;
+                let value = o.values.get(g * o.stats.len() + s).copied().flatten();
+                row.push(order_cell(agg, os, value, schema)?);
+                continue;
+            }
             row.push(group.aggregate(agg, schema).map_err(|e| match e {
                 QueryError::Singular(msg) if !key.is_empty() => {
                     QueryError::Singular(format!("{msg} in group {}", describe_group(query, schema, key)))
@@ -78,6 +133,21 @@ pub fn finalize(query: &Query, schema: &Schema, plan: &StatsPlan, totals: &[i128
         rows.push(row);
     }
     Ok(ResultTable { columns, rows })
+}
+
+/// The cell of an order statistic: NULL without values; MIN and MAX of an
+/// int column as an exact integer (PostgreSQL keeps the argument type),
+/// everything else as a number (PostgreSQL's `percentile_cont` returns
+/// double precision), computed exactly and rounded once.
+fn order_cell(agg: &Aggregate, os: OrderStat, value: Option<OrderValue>, schema: &Schema) -> Result<Value, QueryError> {
+    let Some(v) = value else {
+        return Ok(Value::Null);
+    };
+    let s = scale(schema, os.col)?;
+    if s == 0 && matches!(agg, Aggregate::Min(_) | Aggregate::Max(_)) {
+        return Ok(Value::Int(i128::from(v.lower)));
+    }
+    Ok(number(&(v.interpolate(os.p) / BigRational::from_integer(pow10(s)))))
 }
 
 fn describe_group(query: &Query, schema: &Schema, key: &[u32]) -> String {
@@ -202,6 +272,9 @@ impl Group<'_> {
             | Aggregate::RegrIntercept(y, x)
             | Aggregate::RegrR2(y, x) => self.bivariate(agg, *y, *x, schema)?,
             Aggregate::Linreg { y, xs } => self.linreg(*y, xs, schema)?,
+            Aggregate::Min(_) | Aggregate::Max(_) | Aggregate::Median(_) | Aggregate::PercentileCont { .. } => {
+                return Err(QueryError::Totals(format!("{agg:?} is an order statistic, not a sum")))
+            }
             Aggregate::Histogram { col, lo, hi, bins } => Value::Array(
                 (0..*bins)
                     .map(|index| {

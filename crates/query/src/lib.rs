@@ -15,6 +15,10 @@
 //!   counts) per public group, which each party computes on its own rows and
 //!   which are then added up securely; [`choose_domain`] picks a field large
 //!   enough that the pooled sums cannot wrap around;
+//! * [`order`]: order statistics (`MIN`, `MAX`, `MEDIAN`,
+//!   `PERCENTILE_CONT`) and the minimum group size, which need secure
+//!   comparison: the public [`order::OrderPlan`] and the I/O-free search
+//!   state machine and interpolation driven by `concord-analytics`;
 //! * [`finalize`](mod@finalize): the analyst's last step ([`finalize()`]),
 //!   turning the pooled exact sums into the answer.
 //!
@@ -36,11 +40,12 @@ pub use model::*;
 
 mod decimal;
 pub mod finalize;
+pub mod order;
 pub mod parse;
 pub mod plan;
 pub mod schema;
 
-pub use finalize::finalize;
+pub use finalize::{finalize, finalize_with};
 pub use parse::parse;
 pub use plan::choose_domain;
 

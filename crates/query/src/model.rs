@@ -14,6 +14,10 @@ pub struct Schema {
     /// Upper bound on the number of rows any one party holds (public; used to
     /// bound sums for overflow checks). Default 1,000,000,000.
     pub max_rows: u64,
+    /// Optional top-level `min_group_size = k`: groups (or, without GROUP
+    /// BY, the whole result) with fewer than k rows are suppressed, decided
+    /// inside MPC (see [`crate::order`]). `None` (or 0) disables it.
+    pub min_group_size: Option<u64>,
     /// Columns, in declaration order.
     pub columns: Vec<ColumnDef>,
 }
@@ -185,6 +189,86 @@ pub enum Aggregate {
         /// Number of bins (1..=10,000).
         bins: u32,
     },
+    /// `MIN(col)`: the smallest non-null value (an order statistic, p = 0).
+    Min(ColumnId),
+    /// `MAX(col)`: the largest non-null value (p = 1).
+    Max(ColumnId),
+    /// `MEDIAN(col)` = `PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY col)`.
+    Median(ColumnId),
+    /// `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col)` with PostgreSQL's
+    /// linear interpolation; `p` exact, in [0, 1] (`ORDER BY col DESC`
+    /// is stored as 1 - p).
+    PercentileCont {
+        /// The column.
+        col: ColumnId,
+        /// The fraction p.
+        p: Fraction,
+    },
+}
+
+/// An exact fraction `num / den` in [0, 1] with `1 <= den <` [`crate::order::MAX_DENOMINATOR`]`+1`,
+/// in lowest terms (so equal fractions compare equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fraction {
+    num: u64,
+    den: u64,
+}
+
+impl Fraction {
+    /// `num / den` in lowest terms; `None` unless `0 <= num <= den`,
+    /// `1 <= den <= MAX_DENOMINATOR` (after reduction).
+    pub fn new(num: u64, den: u64) -> Option<Fraction> {
+        if den == 0 || num > den {
+            return None;
+        }
+        let (mut a, mut b) = (num, den);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        let (num, den) = (num / a, den / a);
+        (den <= crate::order::MAX_DENOMINATOR).then_some(Fraction { num, den })
+    }
+
+    /// The numerator P.
+    pub fn num(&self) -> u64 {
+        self.num
+    }
+
+    /// The denominator D.
+    pub fn den(&self) -> u64 {
+        self.den
+    }
+
+    /// 1 - p.
+    pub fn complement(&self) -> Fraction {
+        Fraction { num: self.den - self.num, den: self.den }
+    }
+}
+
+impl Aggregate {
+    /// The order statistic this aggregate needs, if it is one: MIN is
+    /// p = 0, MAX p = 1, MEDIAN p = 1/2 (one code path for all four).
+    pub fn order_stat(&self) -> Option<OrderStat> {
+        let (col, p) = match self {
+            Aggregate::Min(c) => (*c, Fraction { num: 0, den: 1 }),
+            Aggregate::Max(c) => (*c, Fraction { num: 1, den: 1 }),
+            Aggregate::Median(c) => (*c, Fraction { num: 1, den: 2 }),
+            Aggregate::PercentileCont { col, p } => (*col, *p),
+            _ => return None,
+        };
+        Some(OrderStat { col, p })
+    }
+}
+
+/// One order statistic of a column, computed for every group: the value at
+/// fraction p of the sorted non-null values, interpolated (PostgreSQL's
+/// `percentile_cont`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderStat {
+    /// The column (int or decimal).
+    pub col: ColumnId,
+    /// The fraction.
+    pub p: Fraction,
 }
 
 /// A parsed query of the supported subset.
@@ -267,6 +351,9 @@ pub enum Value {
     Null,
     /// Histogram counts or LINREG coefficients.
     Array(Vec<Value>),
+    /// The group has fewer rows than the minimum group size (the value
+    /// given): none of its aggregates was revealed.
+    Suppressed(u64),
 }
 
 /// The answer to a query: one row per group.

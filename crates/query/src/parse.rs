@@ -8,7 +8,11 @@
 //! Aggregates: `COUNT(*)`, `COUNT(col)`, `SUM`, `AVG`, `VAR_POP`, `VAR_SAMP`,
 //! `STDDEV_POP`, `STDDEV_SAMP`, `COVAR_POP(y, x)`, `COVAR_SAMP(y, x)`,
 //! `CORR(y, x)`, `REGR_SLOPE(y, x)`, `REGR_INTERCEPT(y, x)`, `REGR_R2(y, x)`,
-//! `LINREG(y, x1, ..., xk)`, `HISTOGRAM(col, lo, hi, bins)`. A bare column in
+//! `LINREG(y, x1, ..., xk)`, `HISTOGRAM(col, lo, hi, bins)`, and the order
+//! statistics `MIN(col)`, `MAX(col)`, `MEDIAN(col)` and
+//! `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col [ASC|DESC])` (p a literal
+//! in [0, 1] with at most 6 digits after the point, kept exact; see
+//! [`crate::order`]). A bare column in
 //! the select list is accepted iff it is a GROUP BY column (GROUP BY keys are
 //! always output first). `WHERE` supports comparisons of a column with a
 //! literal, `AND`, `OR`, `NOT`, `[NOT] IN (...)`, `[NOT] BETWEEN`,
@@ -23,13 +27,16 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
 use crate::decimal::{format_scaled, parse_scaled, DecimalError};
-use crate::{Aggregate, CmpOp, ColumnId, ColumnType, Literal, Predicate, Query, QueryError, Schema};
+use crate::{Aggregate, CmpOp, ColumnId, ColumnType, Fraction, Literal, Predicate, Query, QueryError, Schema};
 
 /// Largest number of histogram bins.
 pub const MAX_BINS: u32 = 10_000;
 
-/// Aggregates that are recognised but need secure comparison.
-const RESERVED: &[&str] = &["MIN", "MAX", "MEDIAN", "PERCENTILE_CONT", "PERCENTILE_DISC", "MODE"];
+/// Aggregates that are recognised but not available yet.
+const RESERVED: &[&str] = &["PERCENTILE_DISC", "MODE"];
+
+/// Digits after the point allowed in `PERCENTILE_CONT(p)` (p = P / 10^6 at most).
+const FRACTION_DIGITS: u32 = 6;
 
 /// Parses `sql` (one `SELECT` of the supported subset, optionally followed by
 /// a semicolon) against `schema`.
@@ -485,7 +492,9 @@ impl Ctx<'_> {
             _ => return Err(self.unsupported("unknown function", f)),
         };
         if RESERVED.contains(&name.as_str()) {
-            return Err(self.unsupported(&format!("{name} needs secure comparison, which is not available yet"), f));
+            return Err(
+                self.unsupported(&format!("{name} is not available yet (MIN, MAX, MEDIAN and PERCENTILE_CONT are)"), f)
+            );
         }
         if f.over.is_some() {
             return Err(self.unsupported("window functions (OVER) are not supported", f));
@@ -493,8 +502,17 @@ impl Ctx<'_> {
         if f.filter.is_some() {
             return Err(self.unsupported("FILTER is not supported (use WHERE)", f));
         }
-        if !f.within_group.is_empty() || f.null_treatment.is_some() || f.uses_odbc_syntax {
+        if f.null_treatment.is_some() || f.uses_odbc_syntax {
             return Err(self.unsupported("this form of aggregate call is not supported", f));
+        }
+        match (name.as_str(), f.within_group.is_empty()) {
+            ("PERCENTILE_CONT", true) => {
+                return Err(self.invalid("PERCENTILE_CONT(p) needs WITHIN GROUP (ORDER BY column)", f));
+            }
+            ("PERCENTILE_CONT", false) | (_, true) => {}
+            (_, false) => {
+                return Err(self.unsupported("WITHIN GROUP is only supported with PERCENTILE_CONT", f));
+            }
         }
         if !matches!(f.parameters, FunctionArguments::None) {
             return Err(self.unsupported("parametric functions are not supported", f));
@@ -590,6 +608,35 @@ impl Ctx<'_> {
                 }
                 Aggregate::Linreg { y, xs }
             }
+            "MIN" | "MAX" | "MEDIAN" => {
+                arity(1, "one numeric column")?;
+                let c = numeric(args[0])?;
+                match name.as_str() {
+                    "MIN" => Aggregate::Min(c),
+                    "MAX" => Aggregate::Max(c),
+                    _ => Aggregate::Median(c),
+                }
+            }
+            "PERCENTILE_CONT" => {
+                arity(1, "one fraction p between 0 and 1, then WITHIN GROUP (ORDER BY column)")?;
+                let p = self.fraction(args[0])?;
+                let [order] = f.within_group.as_slice() else {
+                    return Err(self.invalid("PERCENTILE_CONT orders by exactly one column", f));
+                };
+                if order.with_fill.is_some() {
+                    return Err(self.unsupported("WITH FILL is not supported", f));
+                }
+                let col = numeric(&order.expr)?;
+                let p = match &order.options.sort {
+                    None | Some(ast::OrderBySort::Asc) => p,
+                    // The p-quantile of the descending order is the (1 - p)-quantile of the ascending one.
+                    Some(ast::OrderBySort::Desc) => p.complement(),
+                    Some(ast::OrderBySort::Using(_)) => {
+                        return Err(self.unsupported("ORDER BY ... USING is not supported", f))
+                    }
+                };
+                Aggregate::PercentileCont { col, p }
+            }
             "HISTOGRAM" => {
                 arity(4, "(column, lo, hi, bins)")?;
                 let (col, def) = self.column(args[0])?;
@@ -643,6 +690,10 @@ impl Ctx<'_> {
                     "REGR_R2",
                     "LINREG",
                     "HISTOGRAM",
+                    "MIN",
+                    "MAX",
+                    "MEDIAN",
+                    "PERCENTILE_CONT",
                 ];
                 let hint =
                     closest(&name, known.iter().copied()).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
@@ -654,6 +705,38 @@ impl Ctx<'_> {
             }
         };
         Ok(agg)
+    }
+}
+
+impl Ctx<'_> {
+    /// The fraction p of `PERCENTILE_CONT(p)`: a number literal in [0, 1]
+    /// with at most [`FRACTION_DIGITS`] digits after the point, exact.
+    fn fraction(&self, e: &Expr) -> Result<Fraction, QueryError> {
+        let e = strip_nested(e);
+        let bad = |why: &str| self.invalid(&format!("PERCENTILE_CONT: {why}"), e);
+        let (negative, inner) = match e {
+            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => (true, strip_nested(expr)),
+            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => (false, strip_nested(expr)),
+            other => (false, other),
+        };
+        let text = match inner {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(text, _) => text,
+                _ => return Err(bad("the fraction p must be a number literal between 0 and 1")),
+            },
+            _ => return Err(bad("the fraction p must be a number literal between 0 and 1")),
+        };
+        let den = 10u64.pow(FRACTION_DIGITS);
+        let scaled = parse_scaled(text, FRACTION_DIGITS).map_err(|err| match err {
+            DecimalError::Inexact => {
+                bad(&format!("p may have at most {FRACTION_DIGITS} digits after the point (it is kept exact)"))
+            }
+            DecimalError::Malformed => bad("malformed number"),
+            DecimalError::TooLarge => bad("p must be between 0 and 1"),
+        })?;
+        let num = u64::try_from(scaled).ok().filter(|&v| v <= den && !(negative && v != 0));
+        num.and_then(|num| Fraction::new(num, den))
+            .ok_or_else(|| bad(&format!("p must be between 0 and 1, got {}{text}", if negative { "-" } else { "" })))
     }
 }
 

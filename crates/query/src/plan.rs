@@ -63,6 +63,8 @@ pub fn stats_for(agg: &Aggregate) -> Vec<Stat> {
         Aggregate::Histogram { col, lo, hi, bins } => {
             (0..*bins).map(|index| Stat::Bin { col: *col, lo: *lo, hi: *hi, bins: *bins, index }).collect()
         }
+        // Order statistics are not sums: see `crate::order`.
+        Aggregate::Min(_) | Aggregate::Max(_) | Aggregate::Median(_) | Aggregate::PercentileCont { .. } => Vec::new(),
     }
 }
 

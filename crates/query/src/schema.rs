@@ -3,6 +3,7 @@
 //! ```toml
 //! table = "patients"
 //! max_rows = 1000000        # optional, default 1_000_000_000
+//! min_group_size = 10       # optional: suppress groups with fewer rows (decided in MPC)
 //! [[column]]
 //! name = "age"
 //! type = "int"              # int | decimal | category
@@ -45,9 +46,9 @@ impl Schema {
         let err = |msg: String| QueryError::Schema(msg);
         for (key, value) in doc.iter() {
             let k: &str = key.get_ref();
-            if !matches!(k, "table" | "max_rows" | "column") {
+            if !matches!(k, "table" | "max_rows" | "min_group_size" | "column") {
                 return Err(err(format!(
-                    "unknown key `{k}` at top level (line {}); expected table, max_rows, [[column]]",
+                    "unknown key `{k}` at top level (line {}); expected table, max_rows, min_group_size, [[column]]",
                     line_of(text, value)
                 )));
             }
@@ -65,6 +66,20 @@ impl Schema {
                 _ => return Err(err(format!("`max_rows` must be an integer between 1 and {}, got {i}", u64::MAX))),
             },
             Some(_) => return Err(err("`max_rows` must be an integer".into())),
+        };
+        let min_group_size = match doc.get("min_group_size").map(|v| v.get_ref()) {
+            None => None,
+            Some(DeValue::Integer(i)) => match u64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(0) => None,
+                Ok(k) => Some(k),
+                _ => {
+                    return Err(err(format!(
+                        "`min_group_size` must be an integer between 0 (off) and {}, got {i}",
+                        u64::MAX
+                    )))
+                }
+            },
+            Some(_) => return Err(err("`min_group_size` must be an integer (0 = off)".into())),
         };
         let columns_raw = match doc.get("column").map(|v| v.get_ref()) {
             Some(DeValue::Array(a)) => a,
@@ -90,7 +105,7 @@ impl Schema {
         if columns.is_empty() {
             return Err(err("no columns: add at least one [[column]] table".into()));
         }
-        Ok(Schema { table, max_rows, columns })
+        Ok(Schema { table, max_rows, min_group_size, columns })
     }
 
     /// Looks a column up by name, case-insensitively.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use concord_query::{parse, Aggregate, CmpOp, Literal, Predicate, QueryError};
+use concord_query::{parse, Aggregate, CmpOp, Fraction, Literal, Predicate, QueryError};
 
 const AGE: usize = 0;
 const BMI: usize = 1;
@@ -143,16 +143,82 @@ fn refused(sql: &str, unsupported: bool, needles: &[&str]) {
 #[test]
 fn reserved_aggregates() {
     for (sql, frag) in [
-        ("SELECT MIN(age) FROM patients", "MIN(age)"),
-        ("SELECT max(age) FROM patients", "max(age)"),
-        ("SELECT median(age) FROM patients", "median(age)"),
-        (
-            "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY age) FROM patients",
-            "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY age)",
-        ),
+        ("SELECT PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY age) FROM patients", "PERCENTILE_DISC(0.5)"),
+        ("SELECT mode() WITHIN GROUP (ORDER BY age) FROM patients", "mode()"),
     ] {
-        refused(sql, true, &["secure comparison", "not available yet", frag, "column 8"]);
+        refused(sql, true, &["not available yet", frag, "column 8"]);
     }
+}
+
+fn frac(num: u64, den: u64) -> Fraction {
+    Fraction::new(num, den).unwrap()
+}
+
+#[test]
+fn order_statistics() {
+    let a = aggs(
+        "SELECT MIN(age), max(bmi), Median(temp), PERCENTILE_CONT(0.25) WITHIN GROUP (ORDER BY bmi), \
+         percentile_cont(0.9) within group (order by age desc), PERCENTILE_CONT(1) WITHIN GROUP (ORDER BY age ASC), \
+         PERCENTILE_CONT(0.000001) WITHIN GROUP (ORDER BY age), PERCENTILE_CONT(2.5e-1) WITHIN GROUP (ORDER BY age) \
+         FROM patients",
+    );
+    assert_eq!(
+        a,
+        vec![
+            Aggregate::Min(AGE),
+            Aggregate::Max(BMI),
+            Aggregate::Median(TEMP),
+            Aggregate::PercentileCont { col: BMI, p: frac(1, 4) },
+            // DESC: the 0.9 quantile of the descending order is the 0.1 quantile.
+            Aggregate::PercentileCont { col: AGE, p: frac(1, 10) },
+            Aggregate::PercentileCont { col: AGE, p: frac(1, 1) },
+            Aggregate::PercentileCont { col: AGE, p: frac(1, 1_000_000) },
+            Aggregate::PercentileCont { col: AGE, p: frac(1, 4) },
+        ]
+    );
+    // MIN, MAX and MEDIAN are order statistics at p = 0, 1, 1/2.
+    assert_eq!(Aggregate::Min(AGE).order_stat().unwrap().p, frac(0, 1));
+    assert_eq!(Aggregate::Max(AGE).order_stat().unwrap().p, frac(1, 1));
+    assert_eq!(Aggregate::Median(AGE).order_stat().unwrap().p, frac(1, 2));
+    assert_eq!(Aggregate::Sum(AGE).order_stat(), None);
+}
+
+#[test]
+fn order_statistics_refusals() {
+    refused(
+        "SELECT PERCENTILE_CONT(1.5) WITHIN GROUP (ORDER BY age) FROM patients",
+        false,
+        &["between 0 and 1", "`1.5` at line 1, column 24"],
+    );
+    refused(
+        "SELECT PERCENTILE_CONT(-0.5) WITHIN GROUP (ORDER BY age) FROM patients",
+        false,
+        &["between 0 and 1", "-0.5"],
+    );
+    refused(
+        "SELECT PERCENTILE_CONT(0.1234567) WITHIN GROUP (ORDER BY age) FROM patients",
+        false,
+        &["at most 6 digits", "0.1234567"],
+    );
+    refused("SELECT PERCENTILE_CONT('a') WITHIN GROUP (ORDER BY age) FROM patients", false, &["number literal"]);
+    refused("SELECT PERCENTILE_CONT(0.5) FROM patients", false, &["WITHIN GROUP (ORDER BY column)"]);
+    refused(
+        "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY age, bmi) FROM patients",
+        false,
+        &["exactly one column"],
+    );
+    refused(
+        "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY sex) FROM patients",
+        false,
+        &["numeric", "sex is a category"],
+    );
+    refused("SELECT MIN(sex) FROM patients", false, &["MIN needs a numeric", "sex is a category", "column 12"]);
+    refused("SELECT MEDIAN(age, bmi) FROM patients", false, &["MEDIAN takes one numeric column"]);
+    refused(
+        "SELECT SUM(age) WITHIN GROUP (ORDER BY age) FROM patients",
+        true,
+        &["only supported with PERCENTILE_CONT"],
+    );
 }
 
 #[test]
