@@ -655,7 +655,7 @@ impl<T: Transport> Rep3Engine<T> {
     /// vectors; each party misses one of the three permutations. Three
     /// rounds, at most 2 elements per element received by the third party.
     pub async fn shuffle(&mut self, x: &RingShare, cols: usize) -> Result<RingShare, EngineError> {
-        if cols == 0 || x.len() % cols != 0 {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
             return Err(EngineError::Usage(format!("{} elements do not split into {cols} columns", x.len())));
         }
         let (me, total, n) = (self.me(), x.len(), x.len() / cols);
@@ -729,8 +729,8 @@ impl<T: Transport> Rep3Engine<T> {
             let mut lhs = Vec::new();
             let mut piv = Vec::new();
             for &(start, end) in &parts {
-                for k in start + 1..end {
-                    lhs.push(order[k]);
+                for &e in &order[start + 1..end] {
+                    lhs.push(e);
                     piv.push(order[start]);
                 }
             }
@@ -743,19 +743,19 @@ impl<T: Transport> Rep3Engine<T> {
             for &(start, end) in &parts {
                 let pivot = order[start];
                 let (mut lo, mut hi) = (Vec::new(), Vec::new());
-                for k in start + 1..end {
+                for &e in &order[start + 1..end] {
                     if below.get(at).copied().unwrap_or(false) {
-                        lo.push(order[k]);
+                        lo.push(e);
                     } else {
-                        hi.push(order[k]);
+                        hi.push(e);
                     }
                     at += 1;
                 }
                 let (nl, nh) = (lo.len(), hi.len());
-                let mut k = start;
-                for e in lo.into_iter().chain(core::iter::once(pivot)).chain(hi) {
-                    order[k] = e;
-                    k += 1;
+                for (slot, e) in
+                    order[start..end].iter_mut().zip(lo.into_iter().chain(core::iter::once(pivot)).chain(hi))
+                {
+                    *slot = e;
                 }
                 if nl >= 2 {
                     next_parts.push((start, start + nl));
