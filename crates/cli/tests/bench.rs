@@ -116,9 +116,41 @@ fn bad_arguments_are_refused_with_a_reason() {
         (vec!["bench", "mul", "--domain", "z64", "--scheme", "shamir"], "field"),
         (vec!["bench", "mul", "--transport", "sim", "--loss", "0.95"], "--loss"),
         (vec!["bench", "mul", "--parties", "1"], "--parties"),
+        (vec!["bench", "cmp", "--parties", "4"], "exactly 3 parties"),
+        (vec!["bench", "min", "--scheme", "shamir"], "replicated engine"),
+        (vec!["bench", "eq", "--domain", "m61"], "z64"),
+        (vec!["bench", "median", "--threshold", "2"], "threshold is 1"),
     ] {
         let (ok, _, stderr) = concord(&args);
         assert!(!ok, "{args:?} should fail");
         assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{stderr}");
     }
+}
+
+#[test]
+fn comparison_workloads_on_the_replicated_engine_over_tls() {
+    // x < y of 32-bit values: the sign of x - y on 33 bits, 7 AND rounds and
+    // 118 AND bits per comparison, then one round to open the bits.
+    let v = bench_json(&["cmp", "--size", "3000"]);
+    assert_eq!(v["correct"], true);
+    assert_eq!(v["scheme"], "rep3");
+    assert_eq!(v["domain"], "z64");
+    assert_eq!(v["rounds"], 8);
+    let words = 3000u64.div_ceil(64);
+    assert_eq!(v["bytes_sent_per_party"], 118 * words * 8 + words * 8 + 8 * 8);
+    let v = bench_json(&["eq", "--size", "1000"]);
+    assert_eq!(v["correct"], true);
+    assert!(v["rounds"].as_u64().unwrap() <= 8);
+    // Min and max: a tree of ceil(log2 n) levels, daBits counted as preprocessing.
+    for w in ["min", "max"] {
+        let v = bench_json(&[w, "--size", "1000"]);
+        assert_eq!(v["correct"], true, "{w}");
+        assert_eq!(v["preprocessing_rounds"], 2, "{w}");
+        assert!(v["preprocessing_bytes_sent_per_party"].as_u64().unwrap() > 0);
+        assert_eq!(v["rounds"].as_u64().unwrap(), 10 * 9 + 1, "{w}: 10 levels of 9 rounds, then the opening");
+    }
+    let v = bench_json(&["median", "--size", "1001"]);
+    assert_eq!(v["correct"], true);
+    let v = bench_json(&["median", "--size", "64", "--transport", "sim"]);
+    assert_eq!(v["correct"], true);
 }

@@ -72,31 +72,6 @@ pub struct Rep3Engine<T: Transport> {
     preprocessing: EngineStats,
 }
 
-fn encode_words(op: Op, domain: u8, seq: u32, w: &[u64]) -> Vec<u8> {
-    let mut out = message::encode_bytes(op, domain, seq, &[]);
-    out.reserve(w.len() * 8);
-    for x in w {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
-
-fn decode_words(
-    peer: PartyId,
-    msg: &[u8],
-    op: Op,
-    domain: u8,
-    seq: u32,
-    len: usize,
-    what: &'static str,
-) -> Result<Vec<u64>, ProtocolError> {
-    let payload = message::expect(peer, msg, op, domain, seq)?;
-    if len.checked_mul(8) != Some(payload.len()) {
-        return Err(ProtocolError::WrongLength { peer, what, expected: len, got: payload.len() / 8 });
-    }
-    Ok(payload.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
-}
-
 fn ring_of(own: Vec<u64>, next: Vec<u64>) -> Result<RingShare, EngineError> {
     Ok(RingShare::from_parts(own, next)?)
 }
@@ -184,12 +159,12 @@ impl<T: Transport> Rep3Engine<T> {
         what: &'static str,
     ) -> Result<Option<Vec<u64>>, EngineError> {
         let seq = self.session.next_seq();
-        let sends = to.map(|(p, w)| vec![(p, encode_words(op, domain, seq, w))]).unwrap_or_default();
+        let sends = to.map(|(p, w)| vec![(p, message::encode_words(op, domain, seq, w))]).unwrap_or_default();
         let from_ids: Vec<PartyId> = from.iter().map(|(p, _)| *p).collect();
         let got = self.session.exchange(sends, &from_ids).await?;
         match (from, got.first()) {
             (Some((p, len)), Some((_, m))) => {
-                let r = decode_words(p, m, op, domain, seq, len, what);
+                let r = message::expect_words(p, m, op, domain, seq, len, what);
                 Ok(Some(self.local(r).await?))
             }
             _ => Ok(None),
@@ -222,7 +197,7 @@ impl<T: Transport> Rep3Engine<T> {
             let nxt = self.stream_to(next(me), len)?;
             let third: Vec<u64> = (0..len).map(|k| values[k].wrapping_sub(own[k]).wrapping_sub(nxt[k])).collect();
             let seq = self.session.next_seq();
-            let m = encode_words(Op::Input, RING, seq, &third);
+            let m = message::encode_words(Op::Input, RING, seq, &third);
             self.session.exchange(vec![(next(me), m.clone()), (prev(me), m)], &[]).await?;
             ring_of(own, nxt)
         } else if me == next(owner) {
@@ -671,7 +646,7 @@ impl<T: Transport> Rep3Engine<T> {
                 let sum: Vec<u64> = own.iter().zip(nx).map(|(p, q)| p.wrapping_add(*q)).collect();
                 let pa = rep3::permute_columns(&sum, &perm);
                 let ya: Vec<u64> = (0..total).map(|k| pa[k].wrapping_sub(z[k]).wrapping_sub(z2[k])).collect();
-                self.session.exchange(vec![(c, encode_words(Op::Custom, RING, seq, &ya))], &[]).await?;
+                self.session.exchange(vec![(c, message::encode_words(Op::Custom, RING, seq, &ya))], &[]).await?;
                 ring_of(ya, z)?
             } else if me == b {
                 let perm = rep3::permutation(&self.stream_from(a, n)?, n);
@@ -679,13 +654,13 @@ impl<T: Transport> Rep3Engine<T> {
                 let z2 = self.stream_from(a, total)?;
                 let pb = rep3::permute_columns(cur.expose().1, &perm);
                 let yc: Vec<u64> = (0..total).map(|k| pb[k].wrapping_add(z2[k])).collect();
-                self.session.exchange(vec![(c, encode_words(Op::Custom, RING, seq, &yc))], &[]).await?;
+                self.session.exchange(vec![(c, message::encode_words(Op::Custom, RING, seq, &yc))], &[]).await?;
                 ring_of(z, yc)?
             } else {
                 let got = self.session.exchange(Vec::new(), &[a, b]).await?;
                 let mut parts = Vec::with_capacity(2);
                 for (p, m) in &got {
-                    let r = decode_words(*p, m, Op::Custom, RING, seq, total, "shuffle");
+                    let r = message::expect_words(*p, m, Op::Custom, RING, seq, total, "shuffle");
                     parts.push(self.local(r).await?);
                 }
                 let yc = parts.pop().unwrap_or_default();

@@ -106,6 +106,35 @@ pub fn encode_bytes(op: Op, domain: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encode a header followed by 64-bit words, little-endian (the replicated
+/// engine's ring elements, domain `z64`, and bit-sliced words, domain `gf2`).
+pub fn encode_words(op: Op, domain: u8, seq: u32, words: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + words.len() * 8);
+    out.extend_from_slice(&[op as u8, domain, 0, 0]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Check the header and decode exactly `len` 64-bit words (every bit pattern is valid).
+pub fn expect_words(
+    peer: PartyId,
+    msg: &[u8],
+    op: Op,
+    domain: u8,
+    seq: u32,
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<u64>, ProtocolError> {
+    let payload = expect(peer, msg, op, domain, seq)?;
+    if len.checked_mul(8) != Some(payload.len()) {
+        return Err(ProtocolError::WrongLength { peer, what, expected: len, got: payload.len() / 8 });
+    }
+    Ok(payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+}
+
 /// Check the header of `msg` from `peer` against what we expect; return the payload.
 pub fn expect(peer: PartyId, msg: &[u8], op: Op, domain: u8, seq: u32) -> Result<&[u8], ProtocolError> {
     let (head, payload) = match msg.split_first_chunk::<HEADER_LEN>() {
