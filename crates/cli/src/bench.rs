@@ -44,12 +44,25 @@ pub enum Workload {
     /// The median of party 0's 32-bit signed values by oblivious sorting (shuffle, then
     /// quicksort with opened comparisons); for an even count the sum of the two middle values.
     Median,
+    /// Fixed-point division x / y (16 fractional bits) of party 0's and party 1's values.
+    Div,
+    /// Fixed-point square root (16 fractional bits) of party 0's values.
+    Sqrt,
 }
 
 impl Workload {
     /// Whether the workload needs the comparison circuits of the replicated engine.
     fn nonlinear(self) -> bool {
-        matches!(self, Workload::Cmp | Workload::Eq | Workload::Min | Workload::Max | Workload::Median)
+        matches!(
+            self,
+            Workload::Cmp
+                | Workload::Eq
+                | Workload::Min
+                | Workload::Max
+                | Workload::Median
+                | Workload::Div
+                | Workload::Sqrt
+        )
     }
 }
 
@@ -357,6 +370,9 @@ fn as_ring(v: &[i64]) -> Vec<u64> {
     v.iter().map(|&a| a as u64).collect()
 }
 
+/// Fractional bits of the fixed-point workloads.
+const FRAC: u32 = 16;
+
 /// The workload on the three-party replicated engine.
 async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
     let mut rng = ChaCha12Rng::seed_from_u64(args.seed.wrapping_add(net.me() as u64 * 7919));
@@ -374,6 +390,25 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
         _ => signed_inputs(args.seed, 1, len),
     };
     let z = signed_inputs(args.seed, 2, len);
+    // Fixed point with 16 fractional bits: numerators below 2^9, denominators
+    // of both signs with |Y| in [2^10, 2^30), radicands below 2^31.
+    let (x, y) = match args.workload {
+        Workload::Div => (
+            x.iter().map(|v| v >> 7).collect(),
+            y.iter()
+                .map(|v| {
+                    let magnitude = (v.rem_euclid(1 << 20) + (1 << 10)) << v.rem_euclid(10);
+                    if *v < 0 {
+                        -magnitude
+                    } else {
+                        magnitude
+                    }
+                })
+                .collect(),
+        ),
+        Workload::Sqrt => (x.iter().map(|v| v.abs()).collect(), y),
+        _ => (x, y),
+    };
     // Preprocessing: the daBits of every selection of a tree reduction.
     let tp = Instant::now();
     if matches!(args.workload, Workload::Min | Workload::Max) {
@@ -383,7 +418,7 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
     let pre = e.preprocessing_stats();
     let owners: &[usize] = match args.workload {
         Workload::Sum => &[0, 1, 2],
-        Workload::Open | Workload::Min | Workload::Max | Workload::Median => &[0],
+        Workload::Open | Workload::Min | Workload::Max | Workload::Median | Workload::Sqrt => &[0],
         _ => &[0, 1],
     };
     let mut shared = Vec::new();
@@ -427,6 +462,14 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             };
             e.open(&mid).await?
         }
+        Workload::Div => {
+            let q = e.divide(&sx, &sy, FRAC, 40).await?;
+            e.open(&q).await?
+        }
+        Workload::Sqrt => {
+            let r = e.sqrt(&sx, FRAC, 40).await?;
+            e.open(&r).await?
+        }
         Workload::Mul => {
             let p = e.mul(&sx, &sy).await?;
             e.open(&p).await?
@@ -463,6 +506,7 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             let mid = if len % 2 == 1 { s[len / 2] } else { s[len / 2 - 1] + s[len / 2] };
             vec![mid as u64]
         }
+        Workload::Div | Workload::Sqrt => Vec::new(),
         Workload::Mul => pairs.map(|(a, b)| (*a as u64).wrapping_mul(*b as u64)).collect(),
         Workload::InnerProduct => {
             vec![pairs.fold(0u64, |acc, (a, b)| acc.wrapping_add((*a as u64).wrapping_mul(*b as u64)))]
@@ -470,7 +514,24 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
         Workload::Sum => (0..len).map(|k| (x[k] as u64).wrapping_add(y[k] as u64).wrapping_add(z[k] as u64)).collect(),
         Workload::Open => as_ring(&x),
     };
-    let correct = opened == expect;
+    let correct = match args.workload {
+        // Within the documented error bound of the fixed-point kernels.
+        Workload::Div | Workload::Sqrt => {
+            let scale = f64::from(1u32 << FRAC);
+            opened.len() == len
+                && (0..len).all(|k| {
+                    let got = opened[k] as i64 as f64 / scale;
+                    let (want, slack) = if args.workload == Workload::Div {
+                        let yk = y[k] as f64 / scale;
+                        (x[k] as f64 / y[k] as f64, 2.0 + 1.0 / (scale * yk.abs()))
+                    } else {
+                        ((x[k] as f64 / scale).sqrt(), 2.0)
+                    };
+                    (got - want).abs() <= want.abs() * 2f64.powi(-15) + slack / scale
+                })
+        }
+        _ => opened == expect,
+    };
     e.finish().await?;
     Ok(PartyReport {
         party: me,

@@ -153,4 +153,9 @@ fn comparison_workloads_on_the_replicated_engine_over_tls() {
     assert_eq!(v["correct"], true);
     let v = bench_json(&["median", "--size", "64", "--transport", "sim"]);
     assert_eq!(v["correct"], true);
+    // Fixed-point division and square root, within their documented error bound.
+    for w in ["div", "sqrt"] {
+        let v = bench_json(&[w, "--size", "300", "--transport", "sim"]);
+        assert_eq!(v["correct"], true, "{w}");
+    }
 }

@@ -520,29 +520,335 @@ impl<T: Transport> Rep3Engine<T> {
         if b.planes() != 1 {
             return Err(EngineError::Usage(format!("bit_to_ring takes one plane, got {}", b.planes())));
         }
-        let (len, w) = (b.len(), words(b.len()));
-        if self.dabits_available() < w * 64 {
-            self.preprocess(w * 64).await?;
+        self.bits_to_ring(b).await
+    }
+
+    /// Every plane of a bit share in Z/2^64, plane-major (`planes * len`
+    /// elements): one round, one daBit per element (whole words per plane).
+    pub async fn bits_to_ring(&mut self, b: &BitShare) -> Result<RingShare, EngineError> {
+        let (len, w, planes) = (b.len(), words(b.len()), b.planes());
+        let total = w * planes;
+        if self.dabits_available() < total * 64 {
+            self.preprocess(total * 64).await?;
         }
         let u = self.pool_used;
-        let rb = BitShare::from_parts(len, 1, self.pool_bits.0[u..u + w].to_vec(), self.pool_bits.1[u..u + w].to_vec());
-        let rr = self
-            .local(RingShare::from_parts(
-                self.pool_ring.0[u * 64..u * 64 + len].to_vec(),
-                self.pool_ring.1[u * 64..u * 64 + len].to_vec(),
-            ))
-            .await?;
-        self.pool_used += w;
+        let rb = BitShare::from_parts(
+            len,
+            planes,
+            self.pool_bits.0[u..u + total].to_vec(),
+            self.pool_bits.1[u..u + total].to_vec(),
+        );
+        let (mut ro, mut rn) = (Vec::with_capacity(planes * len), Vec::with_capacity(planes * len));
+        for q in 0..planes {
+            let start = (u + q * w) * 64;
+            ro.extend_from_slice(&self.pool_ring.0[start..start + len]);
+            rn.extend_from_slice(&self.pool_ring.1[start..start + len]);
+        }
+        self.pool_used += total;
         let masked = self.local(rb.and_then(|r| b.xor(&r))).await?;
-        let c = self.open_bools(&masked).await?;
+        let opened = self.open_bits(&masked).await?;
+        let c: Vec<bool> = (0..planes).flat_map(|q| rep3::plane_bits(&opened[q * w..(q + 1) * w], len)).collect();
         // [b] = c + [r] - 2c[r]: [r] where c = 0, 1 - [r] where c = 1.
-        let (ro, rn) = rr.expose();
         let flip = |v: &[u64]| -> Vec<u64> {
             v.iter().zip(&c).map(|(x, &ci)| if ci { x.wrapping_neg() } else { *x }).collect()
         };
-        let flipped = ring_of(flip(ro), flip(rn))?;
+        let flipped = ring_of(flip(&ro), flip(&rn))?;
         let ones: Vec<u64> = c.iter().map(|&ci| ci as u64).collect();
         self.local(flipped.add_public(self.me(), &ones)).await
+    }
+
+    /// The low `k` bits of the two addends A = x_0 + x_1 (known to party 0)
+    /// and B = x_2 (known to parties 1 and 2) of x, boolean-shared, and the
+    /// ring sharing of (A mod 2^k) >> d + (B mod 2^k) >> d. One round: party 0
+    /// sends party 2 its masked bits of A and its masked A >> d.
+    async fn addends(&mut self, x: &RingShare, k: u32, d: u32) -> Result<(BitShare, BitShare, RingShare), EngineError> {
+        let (me, len, kk) = (self.me(), x.len(), k as usize);
+        let mask = rep3::low_mask(k);
+        let total = kk * words(len);
+        let (own, nxt) = x.expose();
+        let shr = |v: u64| if d >= 64 { 0 } else { v >> d };
+        let seq = self.session.next_seq();
+        let (a, b, hi) = match me {
+            0 => {
+                let av: Vec<u64> = own.iter().zip(nxt).map(|(p, q)| p.wrapping_add(*q) & mask).collect();
+                let s = self.stream_to(1, total)?;
+                let s2 = self.stream_to(1, len)?;
+                let c0: Vec<u64> = slice_bits(&av, kk).iter().zip(&s).map(|(a, s)| a ^ s).collect();
+                let h0: Vec<u64> = av.iter().zip(&s2).map(|(a, s)| shr(*a).wrapping_sub(*s)).collect();
+                let mut payload = c0.clone();
+                payload.extend_from_slice(&h0);
+                self.session.exchange(vec![(2, message::encode_words(Op::Input, BITS, seq, &payload))], &[]).await?;
+                (BitShare::from_parts(len, kk, c0, s), Ok(BitShare::zeros(len, kk)), ring_of(h0, s2)?)
+            }
+            1 => {
+                let s = self.stream_from(0, total)?;
+                let s2 = self.stream_from(0, len)?;
+                let bv: Vec<u64> = nxt.iter().map(|v| v & mask).collect();
+                let bh: Vec<u64> = bv.iter().map(|v| shr(*v)).collect();
+                (
+                    BitShare::from_parts(len, kk, s, vec![0; total]),
+                    BitShare::from_parts(len, kk, vec![0; total], slice_bits(&bv, kk)),
+                    ring_of(s2, bh)?,
+                )
+            }
+            _ => {
+                let bv: Vec<u64> = own.iter().map(|v| v & mask).collect();
+                let bh: Vec<u64> = bv.iter().map(|v| shr(*v)).collect();
+                let got = self.session.exchange(Vec::new(), &[0]).await?;
+                let m = got.first().map(|(_, m)| m.as_slice()).unwrap_or_default();
+                let r = message::expect_words(0, m, Op::Input, BITS, seq, total + len, "addends");
+                let mut payload = self.local(r).await?;
+                let h0 = payload.split_off(total);
+                (
+                    BitShare::from_parts(len, kk, vec![0; total], payload),
+                    BitShare::from_parts(len, kk, slice_bits(&bv, kk), vec![0; total]),
+                    ring_of(bh, h0)?,
+                )
+            }
+        };
+        Ok((self.local(a).await?, self.local(b).await?, hi))
+    }
+
+    /// Carries of A + B for generate bits `g` and propagate bits `p` (one
+    /// plane per position, lowest first): plane j of the result is the carry
+    /// out of position j (into j + 1). Sklansky's parallel prefix: ceil(log2 k)
+    /// rounds, at most k ANDs per level.
+    async fn prefix_carries(&mut self, g: &BitShare, p: &BitShare) -> Result<BitShare, EngineError> {
+        let k = g.planes();
+        let mut gs = Vec::with_capacity(k);
+        let mut ps = Vec::with_capacity(k);
+        for j in 0..k {
+            gs.push(self.local(g.plane(j)).await?);
+            ps.push(self.local(p.plane(j)).await?);
+        }
+        let mut step = 1;
+        while step < k {
+            // Every j in the upper half of a block of 2*step combines with the
+            // top of the lower half, src = (j / step) * step - 1.
+            let upper: Vec<(usize, usize)> =
+                (0..k).filter(|j| (j / step) % 2 == 1).map(|j| (j, (j / step) * step - 1)).collect();
+            let mut lhs = Vec::with_capacity(2 * upper.len());
+            let mut rhs = Vec::with_capacity(2 * upper.len());
+            for &(j, src) in &upper {
+                lhs.push(&ps[j]);
+                rhs.push(&gs[src]);
+                lhs.push(&ps[j]);
+                rhs.push(&ps[src]);
+            }
+            let a = self.local(BitShare::stack(&lhs)).await?;
+            let b = self.local(BitShare::stack(&rhs)).await?;
+            let prod = self.and(&a, &b).await?;
+            for (i, &(j, _)) in upper.iter().enumerate() {
+                let pg = self.local(prod.plane(2 * i)).await?;
+                gs[j] = self.local(gs[j].xor(&pg)).await?;
+                ps[j] = self.local(prod.plane(2 * i + 1)).await?;
+            }
+            step *= 2;
+        }
+        let refs: Vec<&BitShare> = gs.iter().collect();
+        self.local(BitShare::stack(&refs)).await
+    }
+
+    /// The low `k` bits of x, boolean-shared (k planes): 2 + ceil(log2 k) rounds.
+    pub async fn bit_decompose(&mut self, x: &RingShare, k: u32) -> Result<BitShare, EngineError> {
+        if !(1..=64).contains(&k) {
+            return Err(EngineError::Usage(format!("bit length {k} is outside 1..=64")));
+        }
+        let (a, b, _) = self.addends(x, k, 0).await?;
+        let g = self.and(&a, &b).await?;
+        let p = self.local(a.xor(&b)).await?;
+        let carries = self.prefix_carries(&g, &p).await?;
+        // bit j = p_j ^ carry into j.
+        let kk = k as usize;
+        let mut bits = Vec::with_capacity(kk);
+        bits.push(self.local(p.plane(0)).await?);
+        for j in 1..kk {
+            let pj = self.local(p.plane(j)).await?;
+            let cj = self.local(carries.plane(j - 1)).await?;
+            bits.push(self.local(pj.xor(&cj)).await?);
+        }
+        let refs: Vec<&BitShare> = bits.iter().collect();
+        self.local(BitShare::stack(&refs)).await
+    }
+
+    /// Exact `floor(x / 2^d)` for signed x in `[-2^(k-1), 2^(k-1))`, 1 <= d < k <= 63.
+    /// With x' = x + 2^(k-1) = A + B - w 2^k (A, B the k-bit addends, w the
+    /// carry out), floor(x' / 2^d) = A >> d + B >> d + c_d - w 2^(k-d), c_d
+    /// the carry into position d. 3 + ceil(log2 k) rounds, about
+    /// k (1 + log2 k) ANDs and 2 daBits per element.
+    pub async fn truncate(&mut self, x: &RingShare, d: u32, k: u32) -> Result<RingShare, EngineError> {
+        if !(1..=63).contains(&k) || d == 0 || d >= k {
+            return Err(EngineError::Usage(format!("truncation by {d} of {k}-bit values needs 1 <= d < k <= 63")));
+        }
+        let (me, n) = (self.me(), x.len());
+        let shifted = self.local(x.add_public(me, &vec![1u64 << (k - 1); n])).await?;
+        let (a, b, hi) = self.addends(&shifted, k, d).await?;
+        let g = self.and(&a, &b).await?;
+        let p = self.local(a.xor(&b)).await?;
+        let carries = self.prefix_carries(&g, &p).await?;
+        let cd = self.local(carries.plane(d as usize - 1)).await?;
+        let w = self.local(carries.plane(k as usize - 1)).await?;
+        let both = self.local(BitShare::stack(&[&cd, &w])).await?;
+        let ring = self.bits_to_ring(&both).await?;
+        let c_ring = self.local(ring.slice(0..n)).await?;
+        let w_ring = self.local(ring.slice(n..2 * n)).await?;
+        let offset = (1u64 << (k - 1 - d)).wrapping_neg();
+        self.local(
+            hi.add(&c_ring)
+                .map(|v| v.sub(&w_ring.scale(1u64 << (k - d))))
+                .and_then(|v| v.and_then(|v| v.add_public(me, &vec![offset; n]))),
+        )
+        .await
+    }
+
+    /// Fixed-point product: `x * y / 2^f`, exact floor, for a product within
+    /// `[-2^62, 2^62)`.
+    pub async fn fixed_mul(&mut self, x: &RingShare, y: &RingShare, f: u32) -> Result<RingShare, EngineError> {
+        let p = self.mul(x, y).await?;
+        self.truncate(&p, f, 63).await
+    }
+
+    /// `2^(l-1-c)` for each positive x < 2^l whose leading one is bit c, and
+    /// the one-hot planes of c: decomposition, a suffix OR, one conversion.
+    async fn normaliser(&mut self, x: &RingShare, l: u32) -> Result<(RingShare, RingShare), EngineError> {
+        let (me, n, ll) = (self.me(), x.len(), l as usize);
+        let bits = self.bit_decompose(x, l).await?;
+        // z_i = OR of bits i..l-1, from the top: reverse, prefix-OR by Sklansky (OR = a ^ b ^ ab).
+        let mut z: Vec<BitShare> = Vec::with_capacity(ll);
+        for i in (0..ll).rev() {
+            z.push(self.local(bits.plane(i)).await?);
+        }
+        let mut step = 1;
+        while step < ll {
+            let upper: Vec<(usize, usize)> =
+                (0..ll).filter(|j| (j / step) % 2 == 1).map(|j| (j, (j / step) * step - 1)).collect();
+            let lhs: Vec<&BitShare> = upper.iter().map(|&(j, _)| &z[j]).collect();
+            let rhs: Vec<&BitShare> = upper.iter().map(|&(_, s)| &z[s]).collect();
+            let a = self.local(BitShare::stack(&lhs)).await?;
+            let b = self.local(BitShare::stack(&rhs)).await?;
+            let prod = self.and(&a, &b).await?;
+            for (i, &(j, src)) in upper.iter().enumerate() {
+                let pr = self.local(prod.plane(i)).await?;
+                let or = self.local(z[j].xor(&z[src]).and_then(|v| v.xor(&pr))).await?;
+                z[j] = or;
+            }
+            step *= 2;
+        }
+        // z[r] covers bits l-1-r .. l-1; one-hot of bit i = z(i) ^ z(i+1).
+        let mut onehot = Vec::with_capacity(ll);
+        for i in 0..ll {
+            let zi = &z[ll - 1 - i];
+            let h = if i + 1 < ll { self.local(zi.xor(&z[ll - 2 - i])).await? } else { zi.clone() };
+            onehot.push(h);
+        }
+        let refs: Vec<&BitShare> = onehot.iter().collect();
+        let stacked = self.local(BitShare::stack(&refs)).await?;
+        let ring = self.bits_to_ring(&stacked).await?;
+        let mut v = RingShare::public(me, &vec![0; n]);
+        for i in 0..ll {
+            let h = self.local(ring.slice(i * n..(i + 1) * n)).await?;
+            v = self.local(v.add(&h.scale(1u64 << (ll - 1 - i)))).await?;
+        }
+        Ok((v, ring))
+    }
+
+    /// Division of fixed-point numbers (f fractional bits): `x / y` for
+    /// y != 0 with |y| 2^f < 2^l (l <= 40), |x| 2^f < 2^41 and
+    /// |x / y| < 2^(62 - l). Division by zero gives 0.
+    ///
+    /// After Catrina and Saxena (FC 2010, section 3.4), with exact
+    /// truncations: (1) the sign s of y and |Y| = Y - 2sY; (2) v = 2^(l-1-c)
+    /// for the leading one c of |Y| (bit decomposition, suffix OR, one
+    /// conversion), so b = |Y| v / 2^l is in [0.5, 1); (3) Newton-Raphson
+    /// for 1/b from w0 = 2.9142 - 2b, three iterations at F = 20 fractional
+    /// bits (error of w0 below 0.086, squared each time); (4) M = X W / 2^F,
+    /// then Q = M v / 2^(l - f) = (x / y) 2^f; (5) the sign restored.
+    ///
+    /// Error: relative about 2^-18 from W, plus the truncations, i.e. within
+    /// |q| 2^-15 + 2^-f (2 + 2^-f / |y|) (checked by the tests).
+    pub async fn divide(&mut self, x: &RingShare, y: &RingShare, f: u32, l: u32) -> Result<RingShare, EngineError> {
+        const F: u32 = 20;
+        if !(2..=40).contains(&l) || f > l {
+            return Err(EngineError::Usage(format!("division needs f <= l <= 40 (got f = {f}, l = {l})")));
+        }
+        let (me, n) = (self.me(), y.len());
+        // (1)
+        let neg = self.msb(y, l + 1).await?;
+        let s = self.bit_to_ring(&neg).await?;
+        let sy = self.mul(&s, y).await?;
+        let abs = self.local(y.sub(&sy.scale(2))).await?;
+        // (2)
+        let (v, _) = self.normaliser(&abs, l).await?;
+        let yv = self.mul(&abs, &v).await?;
+        let b = if l > F { self.truncate(&yv, l - F, l + 1).await? } else { yv.scale(1u64 << (F - l)) };
+        // (3)
+        let init = (2.9142f64 * f64::from(1u32 << F)).round() as u64;
+        let mut w = self.local(RingShare::public(me, &vec![init; n]).sub(&b.scale(2))).await?;
+        for _ in 0..3 {
+            let t = self.fixed_mul(&b, &w, F).await?;
+            let e = self.local(RingShare::public(me, &vec![2u64 << F; n]).sub(&t)).await?;
+            w = self.fixed_mul(&w, &e, F).await?;
+        }
+        // (4)
+        let m = self.fixed_mul(x, &w, F).await?;
+        let mv = self.mul(&m, &v).await?;
+        let q = if l > f { self.truncate(&mv, l - f, 63).await? } else { mv };
+        // (5)
+        let sq = self.mul(&s, &q).await?;
+        self.local(q.sub(&sq.scale(2))).await
+    }
+
+    /// Fixed-point square root (f fractional bits) of y >= 0 with
+    /// Y = y 2^f < 2^l, l even, l <= 40: normalise by an even power of two
+    /// into b in [0.25, 1), Newton-Raphson for 1/sqrt(b) from the line
+    /// through (0.25, 2) and (1, 1), four iterations at 20 fractional bits,
+    /// sqrt(b) = b / sqrt(b), then undo the normalisation. sqrt(0) = 0.
+    pub async fn sqrt(&mut self, y: &RingShare, f: u32, l: u32) -> Result<RingShare, EngineError> {
+        const F: u32 = 20;
+        if !(2..=40).contains(&l) || l % 2 == 1 || f % 2 == 1 || f > l {
+            return Err(EngineError::Usage(format!("sqrt needs even f <= l <= 40 (got f = {f}, l = {l})")));
+        }
+        let (me, n, ll) = (self.me(), y.len(), l as usize);
+        let (_, onehot) = self.normaliser(y, l).await?;
+        // Leading one at bit c: m = floor((l - 1 - c) / 2), u = 4^m brings Y
+        // into [2^(l-2), 2^l); sqrt(Y / 2^f) = sqrt(b) 2^((l - f) / 2 - m).
+        let mut u = RingShare::public(me, &vec![0; n]);
+        let mut back = RingShare::public(me, &vec![0; n]);
+        for c in 0..ll {
+            let h = self.local(onehot.slice(c * n..(c + 1) * n)).await?;
+            let m = (ll - 1 - c) / 2;
+            u = self.local(u.add(&h.scale(1u64 << (2 * m)))).await?;
+            // 2^((l - f)/2 - m) in fixed point F: 2^(F + (l - f)/2 - m), exponent >= 0 as m <= (l-1)/2.
+            let e = F as usize + (ll - f as usize) / 2 - m;
+            back = self.local(back.add(&h.scale(1u64 << e))).await?;
+        }
+        let yu = self.mul(y, &u).await?;
+        // b in fixed F: Y u / 2^(l - F).
+        let b = if l > F { self.truncate(&yu, l - F, l + 1).await? } else { yu.scale(1u64 << (F - l)) };
+        let one = 1u64 << F;
+        // w0 = 7/3 - (4/3) b.
+        let init = ((7.0 / 3.0) * f64::from(1u32 << F)).round() as u64;
+        let bw = b.scale(4);
+        let third = self.truncate_public_div3(&bw, F).await?;
+        let mut w = self.local(RingShare::public(me, &vec![init; n]).sub(&third)).await?;
+        for _ in 0..4 {
+            // w <- w (3 - b w^2) / 2
+            let w2 = self.fixed_mul(&w, &w, F).await?;
+            let bw2 = self.fixed_mul(&b, &w2, F).await?;
+            let e = self.local(RingShare::public(me, &vec![3 * one; n]).sub(&bw2)).await?;
+            let we = self.fixed_mul(&w, &e, F).await?;
+            w = self.truncate(&we, 1, 63).await?;
+        }
+        let root_b = self.fixed_mul(&b, &w, F).await?;
+        // sqrt(y) 2^f = root_b 2^-F * 2^((l-f)/2 - m) * 2^f = root_b * back / 2^(2F - f).
+        let prod = self.mul(&root_b, &back).await?;
+        self.truncate(&prod, 2 * F - f, 63).await
+    }
+
+    /// `x * 1/3` for the Newton start of [`Self::sqrt`], in fixed point F: x * round(2^F / 3) / 2^F.
+    async fn truncate_public_div3(&mut self, x: &RingShare, f: u32) -> Result<RingShare, EngineError> {
+        let third = ((1u64 << f) as f64 / 3.0).round() as u64;
+        self.truncate(&x.scale(third), f, 63).await
     }
 
     /// Oblivious selection `b ? x : y` for a one-plane bit share: two rounds.

@@ -270,3 +270,85 @@ fn shuffle_permutes_and_sort_matches_plaintext() {
         assert!(bad.unwrap().contains("at most 62"));
     }
 }
+
+#[test]
+fn decomposition_and_exact_truncation_match_plaintext() {
+    let x = values(8, 200, 40);
+    let x2 = x.clone();
+    let out = run_parties(net(3), move |n| {
+        let x = x2.clone();
+        async move {
+            let mut e = engine(n).await;
+            let me = e.me();
+            let xs = e.input(1, (me == 1).then(|| enc(&x)).as_deref(), x.len()).await.unwrap();
+            let bits = e.bit_decompose(&xs, 40).await.unwrap();
+            let bits = e.open_bits(&bits).await.unwrap();
+            let mut truncs = Vec::new();
+            for d in [1u32, 7, 16, 39] {
+                let t = e.truncate(&xs, d, 40).await.unwrap();
+                truncs.push(e.open(&t).await.unwrap());
+            }
+            let bad = e.truncate(&xs, 0, 40).await.is_err() && e.truncate(&xs, 40, 40).await.is_err();
+            e.finish().await.unwrap();
+            (bits, truncs, bad)
+        }
+    });
+    for (bits, truncs, bad) in out {
+        let values = concord_protocol::rep3::unslice_bits(&bits, 40, x.len());
+        let expect: Vec<u64> = x.iter().map(|&v| v as u64 & ((1 << 40) - 1)).collect();
+        assert_eq!(values, expect);
+        for (t, d) in truncs.iter().zip([1u32, 7, 16, 39]) {
+            let expect: Vec<u64> = x.iter().map(|&v| (v >> d) as u64).collect();
+            assert_eq!(t, &expect, "floor(x / 2^{d})");
+        }
+        assert!(bad);
+    }
+}
+
+#[test]
+fn fixed_point_division_and_square_root_are_within_the_documented_bound() {
+    const F: u32 = 16;
+    let scale = f64::from(1u32 << F);
+    let mut rng = ChaCha12Rng::seed_from_u64(9);
+    // Numerators in (-1000, 1000), denominators of both signs across the range
+    // (1/8 .. 16,000), and edge values.
+    let mut xs: Vec<f64> = vec![0.0, 1.0, -1.0, 999.5, -999.5];
+    let mut ys: Vec<f64> = vec![1.0, -1.0, 0.125, 16000.0, -3.0];
+    while xs.len() < 120 {
+        xs.push((rng.next_u64() % 2_000_000) as f64 / 1000.0 - 1000.0);
+        let mag = 2f64.powf((rng.next_u64() % 1000) as f64 / 1000.0 * 17.0 - 3.0);
+        ys.push(if rng.next_u64() % 2 == 0 { mag } else { -mag });
+    }
+    let roots: Vec<f64> =
+        (0..120).map(|k| if k < 3 { [0.0, 1.0, 16_000_000.0][k] } else { xs[k].abs() * 7.0 }).collect();
+    let fx = |v: &[f64]| v.iter().map(|a| (a * scale).round() as i64).collect::<Vec<i64>>();
+    let (xe, ye, re) = (fx(&xs), fx(&ys), fx(&roots));
+    let out = run_parties(net(3), move |n| {
+        let (xe, ye, re) = (xe.clone(), ye.clone(), re.clone());
+        async move {
+            let mut e = engine(n).await;
+            let me = e.me();
+            let len = xe.len();
+            let x = e.input(0, (me == 0).then(|| enc(&xe)).as_deref(), len).await.unwrap();
+            let y = e.input(1, (me == 1).then(|| enc(&ye)).as_deref(), len).await.unwrap();
+            let r = e.input(2, (me == 2).then(|| enc(&re)).as_deref(), len).await.unwrap();
+            let q = e.divide(&x, &y, F, 40).await.unwrap();
+            let s = e.sqrt(&r, F, 40).await.unwrap();
+            let opened = (e.open(&q).await.unwrap(), e.open(&s).await.unwrap());
+            e.finish().await.unwrap();
+            opened
+        }
+    });
+    for (q, s) in out {
+        for k in 0..xs.len() {
+            let got = q[k] as i64 as f64 / scale;
+            let want = ((xs[k] * scale).round() / scale) / ((ys[k] * scale).round() / scale);
+            let bound = want.abs() * 2f64.powi(-15) + (2.0 + 1.0 / (scale * ys[k].abs())) / scale;
+            assert!((got - want).abs() <= bound, "{} / {} = {want}, got {got}", xs[k], ys[k]);
+            let got = s[k] as i64 as f64 / scale;
+            let want = ((roots[k] * scale).round() / scale).sqrt();
+            let bound = want * 2f64.powi(-15) + 4.0 / scale;
+            assert!((got - want).abs() <= bound, "sqrt({}) = {want}, got {got}", roots[k]);
+        }
+    }
+}
