@@ -767,10 +767,29 @@ impl<T: Transport> Rep3Engine<T> {
     /// Error: relative about 2^-18 from W, plus the truncations, i.e. within
     /// |q| 2^-15 + 2^-f (2 + 2^-f / |y|) (checked by the tests).
     pub async fn divide(&mut self, x: &RingShare, y: &RingShare, f: u32, l: u32) -> Result<RingShare, EngineError> {
+        self.divide_wide(x, y, f, l, 41).await
+    }
+
+    /// [`Self::divide`] for numerators up to |X| < 2^x_bits (x_bits <= 62):
+    /// X is first truncated exactly by t = x_bits - 41 bits (a relative
+    /// error below 2^-40), and the final shift shortened by t; the quotient
+    /// bound becomes |x / y| < 2^(62 - l + t).
+    pub async fn divide_wide(
+        &mut self,
+        x: &RingShare,
+        y: &RingShare,
+        f: u32,
+        l: u32,
+        x_bits: u32,
+    ) -> Result<RingShare, EngineError> {
         const F: u32 = 20;
-        if !(2..=40).contains(&l) || f > l {
-            return Err(EngineError::Usage(format!("division needs f <= l <= 40 (got f = {f}, l = {l})")));
+        if !(2..=40).contains(&l) || f > l || !(1..=62).contains(&x_bits) {
+            return Err(EngineError::Usage(format!(
+                "division needs f <= l <= 40 and numerators of at most 62 bits (got f = {f}, l = {l}, {x_bits} bits)"
+            )));
         }
+        let t = x_bits.saturating_sub(41);
+        let x = if t > 0 { self.truncate(x, t, x_bits + 1).await? } else { x.clone() };
         let (me, n) = (self.me(), y.len());
         // (1)
         let neg = self.msb(y, l + 1).await?;
@@ -790,9 +809,10 @@ impl<T: Transport> Rep3Engine<T> {
             w = self.fixed_mul(&w, &e, F).await?;
         }
         // (4)
-        let m = self.fixed_mul(x, &w, F).await?;
+        let m = self.fixed_mul(&x, &w, F).await?;
         let mv = self.mul(&m, &v).await?;
-        let q = if l > f { self.truncate(&mv, l - f, 63).await? } else { mv };
+        // Q = M v / 2^(l - f - t), a left shift when t > l - f.
+        let q = if l > f + t { self.truncate(&mv, l - f - t, 63).await? } else { mv.scale(1u64 << (f + t - l)) };
         // (5)
         let sq = self.mul(&s, &q).await?;
         self.local(q.sub(&sq.scale(2))).await

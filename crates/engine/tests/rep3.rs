@@ -352,3 +352,38 @@ fn fixed_point_division_and_square_root_are_within_the_documented_bound() {
         }
     }
 }
+
+#[test]
+fn wide_division_keeps_its_relative_precision() {
+    // Raw numerators up to 2^55 over raw denominators up to 2^30 (both read
+    // with 16 fractional bits; the ratio is scale-free).
+    let mut rng = ChaCha12Rng::seed_from_u64(11);
+    let xs: Vec<i64> = (0..64).map(|k| ((rng.next_u64() >> 9) as i64) * if k % 3 == 0 { -1 } else { 1 }).collect();
+    let ys: Vec<i64> = (0..64).map(|_| (rng.next_u64() >> 34) as i64 + 1).collect();
+    let (x2, y2) = (xs.clone(), ys.clone());
+    let out = run_parties(net(3), move |n| {
+        let (xs, ys) = (x2.clone(), y2.clone());
+        async move {
+            let mut e = engine(n).await;
+            let me = e.me();
+            let x = e.input(0, (me == 0).then(|| enc(&xs)).as_deref(), xs.len()).await.unwrap();
+            let y = e.input(1, (me == 1).then(|| enc(&ys)).as_deref(), ys.len()).await.unwrap();
+            let q = e.divide_wide(&x, &y, 16, 40, 56).await.unwrap();
+            let q = e.open(&q).await.unwrap();
+            e.finish().await.unwrap();
+            q
+        }
+    });
+    for q in out {
+        for k in 0..xs.len() {
+            let want = xs[k] as f64 / ys[k] as f64;
+            let got = q[k] as i64 as f64 / 65536.0;
+            assert!(
+                (got - want).abs() <= want.abs() * 2f64.powi(-15) + 4.0 / 65536.0,
+                "{} / {}: {want} vs {got}",
+                xs[k],
+                ys[k]
+            );
+        }
+    }
+}
