@@ -169,11 +169,6 @@ impl Lin {
         self
     }
 
-    fn plus_const(mut self, c: i128) -> Lin {
-        self.constant = self.constant.saturating_add(c);
-        self
-    }
-
     /// Sum of the absolute coefficients.
     fn weight(&self) -> u128 {
         self.terms.iter().map(|(_, c)| c.unsigned_abs()).fold(0u128, u128::saturating_add)
