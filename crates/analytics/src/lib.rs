@@ -550,11 +550,15 @@ impl FieldLin {
     }
 }
 
+/// One (party, group) cell's values: statistics, bits, first- and
+/// second-round products.
+type Cell<'a> = (&'a [M127], &'a [M127], &'a [M127], &'a [M127]);
+
 /// Evaluate `lins` for every (party, group) cell: one vector, cell-major.
 fn eval_all<T: Transport>(
     mpc: &ShamirEngine<M127, T>,
     lins: &[FieldLin],
-    cells: &[(&[M127], &[M127], &[M127], &[M127])],
+    cells: &[Cell<'_>],
 ) -> Result<ShareVec<M127>, AnalyticsError> {
     let mut shares = Vec::with_capacity(cells.len() * lins.len());
     let mut constants = Vec::with_capacity(shares.capacity());
@@ -639,8 +643,7 @@ async fn apply_check<T: Transport, G: RngCore + ?Sized>(
     let first = first.expose();
     let n1 = l1.len();
     let first_of = |c: usize| first.get(c * n1..(c + 1) * n1).unwrap_or(&[]);
-    let cells: Vec<_> =
-        stats.iter().enumerate().map(|(c, s)| (s.as_slice(), bits_of(c), first_of(c), none)).collect();
+    let cells: Vec<_> = stats.iter().enumerate().map(|(c, s)| (s.as_slice(), bits_of(c), first_of(c), none)).collect();
     let (a, b) = (eval_all(mpc, &l2, &cells)?, eval_all(mpc, &r2, &cells)?);
     let second = mpc.mul(&a, &b).await?;
     let second = second.expose();

@@ -242,9 +242,9 @@ fn execute_processes(
     plan: &StatsPlan,
     parties: &[PartySpec],
     scheme: Scheme,
-    order: Option<&OrderPlan>,
-    check: Option<(&CheckPlan, InputCheck)>,
+    phases: Phases<'_>,
 ) -> Result<RunOutput> {
+    let Phases { order, check } = phases;
     let n = parties.len();
     let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let schema_path = args.schema.as_path();
@@ -339,6 +339,16 @@ fn execute_processes(
     })
 }
 
+/// The comparison-based parts of a run, if any: the interactive phase
+/// (order statistics, minimum group size) and the input check.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases<'a> {
+    /// The interactive phase's plan.
+    pub order: Option<&'a OrderPlan>,
+    /// The input check's plan and policy (never `Off`).
+    pub check: Option<(&'a CheckPlan, InputCheck)>,
+}
+
 /// A party's name and data file.
 #[derive(Clone, Debug)]
 pub struct PartySpec {
@@ -414,7 +424,12 @@ pub fn choose_input_check(asked: Option<InputCheckArg>, scheme: Scheme, n: usize
 
 /// Test knob (`--poison NAME=FACTOR`): multiply a party's local sums (not
 /// its counts) by FACTOR, as a dishonest party would.
-fn poison(specs: &[String], parties: &[PartySpec], plan: &StatsPlan, locals: &mut [(Vec<i128>, Option<LocalOrder>)]) -> Result<()> {
+fn poison(
+    specs: &[String],
+    parties: &[PartySpec],
+    plan: &StatsPlan,
+    locals: &mut [(Vec<i128>, Option<LocalOrder>)],
+) -> Result<()> {
     for spec in specs {
         let (who, factor) = spec.split_once('=').ok_or_else(|| anyhow!("--poison {spec:?}: expected NAME=FACTOR"))?;
         let factor: i128 = factor.parse().map_err(|_| anyhow!("--poison {spec:?}: FACTOR must be an integer"))?;
@@ -428,7 +443,9 @@ fn poison(specs: &[String], parties: &[PartySpec], plan: &StatsPlan, locals: &mu
             for (i, v) in sums.iter_mut().enumerate() {
                 let is_sum = matches!(plan.stats.get(i % per), Some(concord_query::Stat::Moment { monomial, .. }) if !monomial.is_empty());
                 if is_sum {
-                    *v = v.checked_mul(factor).ok_or_else(|| anyhow!("--poison {spec:?}: the poisoned sum overflows"))?;
+                    *v = v
+                        .checked_mul(factor)
+                        .ok_or_else(|| anyhow!("--poison {spec:?}: the poisoned sum overflows"))?;
                 }
             }
         }
@@ -503,7 +520,7 @@ pub fn execute(
     locals: Vec<Vec<i128>>,
     scheme: Scheme,
 ) -> Result<RunOutput> {
-    execute_with(schema, query, plan, locals.into_iter().map(|l| (l, None)).collect(), None, None, scheme, &[])
+    execute_with(schema, query, plan, locals.into_iter().map(|l| (l, None)).collect(), Phases::default(), scheme, &[])
 }
 
 /// [`execute`] with the interactive phase of `order` (order statistics,
@@ -514,11 +531,11 @@ pub fn execute_with(
     query: &Query,
     plan: &StatsPlan,
     locals: Vec<(Vec<i128>, Option<LocalOrder>)>,
-    order: Option<&OrderPlan>,
-    check: Option<(&CheckPlan, InputCheck)>,
+    phases: Phases<'_>,
     scheme: Scheme,
     names: &[String],
 ) -> Result<RunOutput> {
+    let Phases { order, check } = phases;
     let n = locals.len();
     let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let stats_per_party = plan.len();
@@ -623,12 +640,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         if !args.poison.is_empty() {
             bail!("--poison is a test knob of in-process runs; it cannot be combined with --processes");
         }
-        execute_processes(&args, &schema, &query, &plan, &parties, scheme, order.as_ref(), check)?
+        execute_processes(&args, &schema, &query, &plan, &parties, scheme, Phases { order: order.as_ref(), check })?
     } else {
         let mut locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
         poison(&args.poison, &parties, &plan, &mut locals)?;
         let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
-        execute_with(&schema, &query, &plan, locals, order.as_ref(), check, scheme, &names)?
+        execute_with(&schema, &query, &plan, locals, Phases { order: order.as_ref(), check }, scheme, &names)?
     };
     print_output(&out, args.format)
 }

@@ -814,9 +814,7 @@ fn a_poisoned_party_is_clamped_to_its_bounds_inside_mpc() {
 fn reject_names_the_poisoning_party_and_honest_inputs_pass_every_policy() {
     let (_dir, base, _) = setup(3, 43, 25);
     let mut args = base.clone();
-    args.extend(
-        ["--sql", POISON_SQL, "--input-check", "reject", "--poison", "p2=-7"].iter().map(|s| s.to_string()),
-    );
+    args.extend(["--sql", POISON_SQL, "--input-check", "reject", "--poison", "p2=-7"].iter().map(|s| s.to_string()));
     let (ok, out, err) = concord(&args);
     assert!(!ok, "a poisoned party must be rejected: {out}");
     assert!(err.contains("p2 (party 2)") && err.contains("infeasible"), "{err}");
@@ -851,7 +849,9 @@ fn two_parties_or_additive_sharing_default_to_no_input_check() {
     assert_eq!(out["stats"]["input_check"]["policy"], "off");
     let mut args = base3.clone();
     args.extend(
-        ["--sql", "SELECT AVG(y) FROM t", "--scheme", "additive", "--input-check", "clamp"].iter().map(|s| s.to_string()),
+        ["--sql", "SELECT AVG(y) FROM t", "--scheme", "additive", "--input-check", "clamp"]
+            .iter()
+            .map(|s| s.to_string()),
     );
     let (ok, _, err) = concord(&args);
     assert!(!ok && err.contains("--scheme shamir"), "{err}");

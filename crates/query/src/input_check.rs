@@ -237,7 +237,9 @@ impl CheckPlan {
     /// could fall outside the comparisons' exact range.
     pub fn new(schema: &Schema, plan: &StatsPlan) -> Result<CheckPlan, QueryError> {
         let count_of = |nonnull: &[ColumnId]| -> Option<usize> {
-            plan.stats.iter().position(|s| matches!(s, Stat::Moment { nonnull: n, monomial } if n == nonnull && monomial.is_empty()))
+            plan.stats
+                .iter()
+                .position(|s| matches!(s, Stat::Moment { nonnull: n, monomial } if n == nonnull && monomial.is_empty()))
         };
         let mut counts = Vec::new();
         for (i, s) in plan.stats.iter().enumerate() {
@@ -362,10 +364,7 @@ impl CheckPlan {
     /// in-bounds data can contribute (M x the largest per-row |bound|).
     pub fn honest_bound(&self) -> u128 {
         let m = u128::from(self.max_rows);
-        self.bounded
-            .iter()
-            .map(|b| m.saturating_mul(b.lo.unsigned_abs().max(b.hi.unsigned_abs())))
-            .fold(m, u128::max)
+        self.bounded.iter().map(|b| m.saturating_mul(b.lo.unsigned_abs().max(b.hi.unsigned_abs()))).fold(m, u128::max)
     }
 
     /// V: the comparisons are exact when every contributed statistic lies
@@ -481,8 +480,11 @@ impl CheckPlan {
     pub fn clamp_in_clear(&self, group: &[i128]) -> Vec<i128> {
         let bits: Vec<i128> = self.violations(group).into_iter().map(i128::from).collect();
         let c = self.circuit();
-        let first: Vec<i128> =
-            c.first.iter().map(|(a, b)| eval(a, group, &bits, &[], &[]).saturating_mul(eval(b, group, &bits, &[], &[]))).collect();
+        let first: Vec<i128> = c
+            .first
+            .iter()
+            .map(|(a, b)| eval(a, group, &bits, &[], &[]).saturating_mul(eval(b, group, &bits, &[], &[])))
+            .collect();
         let second: Vec<i128> = c
             .second
             .iter()
