@@ -21,12 +21,21 @@
 //! search of `concord_query::order` with `concord_engine::compare`. Its
 //! opened values (the comparison bits, the order statistics, which groups
 //! are suppressed) are **public to every party**, not only to the analyst.
+//!
+//! The input check ([`party_checked`], `concord_query::input_check`) runs in
+//! the same Shamir session: every party's statistics, still separate
+//! sharings after `input_all`, are compared with the feasible region implied
+//! by the schema (one LTZ batch for all parties, groups and conditions) and
+//! either clamped to it (two rounds of multiplications, nothing opened) or,
+//! with `reject`, one bit per party is opened and the query aborted.
 
+use concord_engine::bits::random_elements;
 use concord_engine::compare::less_than_zero;
 use concord_engine::{AdditiveEngine, EngineError, EngineStats, Mpc, ShamirEngine};
 use concord_math::encoding::{decode_signed, encode_signed};
 use concord_math::{Field, Ring, M127, M61};
 use concord_net::{PartyId, Transport};
+use concord_query::input_check::{CheckPlan, InputCheck, Lin, Var};
 use concord_query::order::{self, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
 use concord_query::Domain;
 use concord_sharing::shamir::{self, ShamirParams};
@@ -59,6 +68,17 @@ pub enum AnalyticsError {
     /// Invalid parameters.
     #[error("{0}")]
     Params(String),
+    /// The input check (`reject`) found the statistics of these parties
+    /// infeasible: only that bit per party was opened.
+    #[error(
+        "input check: the statistics contributed by party {} are infeasible for the declared bounds and max_rows \
+         (no in-bounds data could produce them); the query is aborted (one bit per party was opened, nothing else)",
+        parties.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", party ")
+    )]
+    Rejected {
+        /// The parties whose bit is set.
+        parties: Vec<PartyId>,
+    },
 }
 
 /// How the statistics are shared among the parties.
@@ -171,8 +191,10 @@ pub struct PartyOutcome {
     /// identical at every party.
     pub order: Option<OrderResults>,
     /// Rounds and bytes of the interactive phase alone (after the first
-    /// input round, which it shares with the sums).
+    /// input round, which it shares with the sums, and the input check).
     pub order_stats: Option<EngineStats>,
+    /// Rounds and bytes of the input check alone, if it ran.
+    pub check_stats: Option<EngineStats>,
 }
 
 mod zeroize_shim {
@@ -225,6 +247,7 @@ async fn run_engine<M: Mpc>(
         sample_of_received: sample,
         order: None,
         order_stats: None,
+        check_stats: None,
     })
 }
 
@@ -347,7 +370,8 @@ pub struct OrderInput<'a> {
 ///
 /// 1. One `input_all` round: the local sums, COUNT(*) per group (with a
 ///    minimum group size k) and the number N of non-null values per group
-///    and searched column; added to pooled sharings.
+///    and searched column; with [`party_checked`], the input check on every
+///    party's sums; added to pooled sharings.
 /// 2. One LTZ batch ([`less_than_zero`], kappa = [`KAPPA`], bit length
 ///    `plan.count_bits`) on [count - k] and [-N]; the bits [count < k] are
 ///    opened first, then [N > 0] only for the groups kept.
@@ -367,24 +391,90 @@ pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
     order: Option<OrderInput<'_>>,
     rng: &mut G,
 ) -> Result<PartyOutcome, AnalyticsError> {
-    let Some(input) = order else {
+    party_checked(net, scheme, domain, local, order, None, rng).await
+}
+
+/// The input check of a run: the public plan and the policy.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckInput<'a> {
+    /// The public plan (`CheckPlan::new` on the query's statistics plan).
+    pub plan: &'a CheckPlan,
+    /// Clamp or reject (`Off` skips the check).
+    pub policy: InputCheck,
+}
+
+/// Check that the input check can run: like [`check_comparison_scheme`]
+/// (Shamir with an honest majority, n >= 3), with a message that names it.
+pub fn check_input_scheme(policy: InputCheck, scheme: Scheme, parties: usize) -> Result<(), AnalyticsError> {
+    if policy == InputCheck::Off {
+        return Ok(());
+    }
+    check_comparison_scheme(scheme, parties).map_err(|e| {
+        AnalyticsError::Params(format!(
+            "--input-check {} compares every party's statistics inside MPC: {e}; or use --input-check off",
+            policy.name()
+        ))
+    })
+}
+
+/// [`party_with_order`] with the input check of `check` (module docs of
+/// `concord_query::input_check`): after the input round, every party's
+/// sums are compared with their feasible region, all parties, groups and
+/// conditions in one LTZ batch ([`less_than_zero`], bit length
+/// `plan.bits`), then
+///
+/// - `Clamp`: two rounds of multiplications evaluate
+///   `concord_query::input_check::CheckPlan::circuit` on every party's
+///   sharings; nothing is opened, so nobody learns whether a statistic was
+///   out of range;
+/// - `Reject`: per party the sum s of its violation bits is multiplied by a
+///   fresh random [r] and r s opened (zero iff s = 0, else uniform): one
+///   bit per party; if any is set every party fails with
+///   [`AnalyticsError::Rejected`].
+///
+/// Needs Shamir over GF(2^127-1) with n >= 2t + 1 ([`check_input_scheme`]).
+/// `None` (or `Off`) is [`party_with_order`].
+pub async fn party_checked<T: Transport, G: RngCore + ?Sized>(
+    net: T,
+    scheme: Scheme,
+    domain: Domain,
+    local: &[i128],
+    order: Option<OrderInput<'_>>,
+    check: Option<CheckInput<'_>>,
+    rng: &mut G,
+) -> Result<PartyOutcome, AnalyticsError> {
+    let check = check.filter(|c| c.policy != InputCheck::Off);
+    if order.is_none() && check.is_none() {
         return party(net, scheme, domain, local, rng).await;
-    };
+    }
     let n = net.parties();
     scheme.validate(n)?;
-    check_comparison_scheme(scheme, n)?;
+    match check {
+        Some(c) if order.is_none() => check_input_scheme(c.policy, scheme, n)?,
+        _ => check_comparison_scheme(scheme, n)?,
+    }
     let Scheme::Shamir { t } = scheme else {
-        return Err(AnalyticsError::Params("order statistics need Shamir sharing".into()));
+        return Err(AnalyticsError::Params("order statistics and the input check need Shamir sharing".into()));
     };
     if domain != Domain::M127 {
         return Err(AnalyticsError::Params(format!(
-            "order statistics and the minimum group size run over GF(2^127-1), got {domain:?}"
+            "order statistics, the minimum group size and the input check run over GF(2^127-1), got {domain:?}"
         )));
     }
     let values = encode_all::<M127>(local, domain)?;
     let mut mpc = ShamirEngine::<M127, T>::new(net, t, rng).await?;
     let me = mpc.me();
-    let (total, results, sample, order_stats) = order_phase(&mut mpc, &values, input, rng).await?;
+    let (total, results, sample, order_stats, check_stats) = match order {
+        Some(input) => {
+            let (total, results, sample, order_stats, check_stats) =
+                order_phase(&mut mpc, &values, input, check, rng).await?;
+            (total, Some(results), sample, Some(order_stats), check_stats)
+        }
+        None => {
+            let (total, sample, check_stats) = checked_sum(&mut mpc, &values, values.len(), check, rng).await?;
+            (total.expose().to_vec(), None, sample, None, check_stats)
+        }
+    };
     mpc.finish().await?;
     Ok(PartyOutcome {
         share: ResultShare {
@@ -396,9 +486,191 @@ pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
         },
         stats: mpc.stats(),
         sample_of_received: sample,
-        order: Some(results),
-        order_stats: Some(order_stats),
+        order: results,
+        order_stats,
+        check_stats,
     })
+}
+
+/// Secret-share `mine` (every party's vector of the same length) in one
+/// round, apply the input check to the first `sums_len` entries of every
+/// party's sharing, and add the sharings; with the check's own cost.
+async fn checked_sum<T: Transport, G: RngCore + ?Sized>(
+    mpc: &mut ShamirEngine<M127, T>,
+    mine: &[M127],
+    sums_len: usize,
+    check: Option<CheckInput<'_>>,
+    rng: &mut G,
+) -> Result<(ShareVec<M127>, Vec<u128>, Option<EngineStats>), AnalyticsError> {
+    let len = mine.len();
+    let mut shared = mpc.input_all(mine, len).await?;
+    let sample = match shared.first() {
+        Some(s) if mpc.me() != 0 => s.expose().iter().take(4).map(|x| x.to_u128()).collect(),
+        _ => Vec::new(),
+    };
+    let mut check_stats = None;
+    if let Some(c) = check {
+        let before = mpc.stats();
+        apply_check(mpc, &mut shared, sums_len, c, rng).await?;
+        check_stats = Some(mpc.stats() - before);
+    }
+    let mut total = ShareVec::zeros(len);
+    for s in &shared {
+        total = mpc.add(&total, s)?;
+    }
+    Ok((total, sample, check_stats))
+}
+
+/// A [`Lin`] with its coefficients in the field.
+struct FieldLin {
+    terms: Vec<(Var, M127)>,
+    constant: M127,
+}
+
+impl FieldLin {
+    fn new(lin: &Lin) -> Result<FieldLin, AnalyticsError> {
+        Ok(FieldLin {
+            terms: lin.terms.iter().map(|(v, c)| Ok((*v, field(*c)?))).collect::<Result<_, AnalyticsError>>()?,
+            constant: field(lin.constant)?,
+        })
+    }
+
+    /// The share of the combination (without the constant) and the constant.
+    fn eval(&self, stats: &[M127], bits: &[M127], first: &[M127], second: &[M127]) -> (M127, M127) {
+        let share = self.terms.iter().fold(M127::ZERO, |acc, (v, c)| {
+            let x = match v {
+                Var::Stat(i) => stats.get(*i),
+                Var::Bit(i) => bits.get(*i),
+                Var::First(i) => first.get(*i),
+                Var::Second(i) => second.get(*i),
+            };
+            acc + x.copied().unwrap_or(M127::ZERO) * *c
+        });
+        (share, self.constant)
+    }
+}
+
+/// One (party, group) cell's values: statistics, bits, first- and
+/// second-round products.
+type Cell<'a> = (&'a [M127], &'a [M127], &'a [M127], &'a [M127]);
+
+/// Evaluate `lins` for every (party, group) cell: one vector, cell-major.
+fn eval_all<T: Transport>(
+    mpc: &ShamirEngine<M127, T>,
+    lins: &[FieldLin],
+    cells: &[Cell<'_>],
+) -> Result<ShareVec<M127>, AnalyticsError> {
+    let mut shares = Vec::with_capacity(cells.len() * lins.len());
+    let mut constants = Vec::with_capacity(shares.capacity());
+    for (stats, bits, first, second) in cells {
+        for l in lins {
+            let (s, c) = l.eval(stats, bits, first, second);
+            shares.push(s);
+            constants.push(c);
+        }
+    }
+    Ok(mpc.add_public(&ShareVec::from_raw(shares), &constants)?)
+}
+
+/// The input check on every party's sharing (protocol in [`party_checked`]).
+async fn apply_check<T: Transport, G: RngCore + ?Sized>(
+    mpc: &mut ShamirEngine<M127, T>,
+    shared: &mut [ShareVec<M127>],
+    sums_len: usize,
+    check: CheckInput<'_>,
+    mut rng: &mut G,
+) -> Result<(), AnalyticsError> {
+    let plan = check.plan;
+    let (groups, per) = (plan.groups, plan.per_group);
+    let shape = if groups.checked_mul(per) != Some(sums_len) || shared.iter().any(|s| s.len() < sums_len) {
+        Err(EngineError::Usage(format!(
+            "party {}: the input check's plan ({groups} groups x {per} statistics) does not match the {sums_len} \
+             local statistics",
+            mpc.me()
+        )))
+    } else {
+        Ok(())
+    };
+    mpc.session().guard(shape).await?;
+    let clamp = check.policy == InputCheck::Clamp;
+    let forms = if clamp { plan.forms() } else { plan.condition_forms() };
+    let forms: Vec<FieldLin> = forms.iter().map(FieldLin::new).collect::<Result<_, _>>()?;
+    let nf = forms.len();
+    let cells_of = |shared: &[ShareVec<M127>]| -> Vec<Vec<M127>> {
+        shared
+            .iter()
+            .flat_map(|s| (0..groups).map(move |g| s.expose().get(g * per..(g + 1) * per).unwrap_or(&[]).to_vec()))
+            .collect()
+    };
+    let stats = cells_of(shared);
+    let none: &[M127] = &[];
+    let cells: Vec<_> = stats.iter().map(|s| (s.as_slice(), none, none, none)).collect();
+    // One LTZ batch: every party, group and form.
+    let a = eval_all(mpc, &forms, &cells)?;
+    let bits = less_than_zero(mpc, &a, plan.bits, KAPPA, &mut rng).await?;
+    let bits = bits.expose();
+    let bits_of = |cell: usize| bits.get(cell * nf..(cell + 1) * nf).unwrap_or(&[]);
+    if !clamp {
+        // Reject: open r_p * (sum of party p's bits), one value per party.
+        let sums: Vec<M127> = (0..shared.len())
+            .map(|p| (0..groups).flat_map(|g| bits_of(p * groups + g).iter().copied()).fold(M127::ZERO, |a, b| a + b))
+            .collect();
+        let r = random_elements(mpc, sums.len(), &mut rng).await?;
+        let masked = mpc.mul(&r, &ShareVec::from_raw(sums)).await?;
+        let opened = mpc.open(&masked).await?;
+        let parties: Vec<PartyId> =
+            opened.iter().enumerate().filter(|(_, v)| **v != M127::ZERO).map(|(p, _)| p).collect();
+        if !parties.is_empty() {
+            return Err(AnalyticsError::Rejected { parties });
+        }
+        return Ok(());
+    }
+    // Clamp: the circuit, two rounds of products.
+    let circuit = plan.circuit();
+    let lift = |pairs: &[(Lin, Lin)]| -> Result<(Vec<FieldLin>, Vec<FieldLin>), AnalyticsError> {
+        let left = pairs.iter().map(|(a, _)| FieldLin::new(a)).collect::<Result<_, _>>()?;
+        let right = pairs.iter().map(|(_, b)| FieldLin::new(b)).collect::<Result<_, _>>()?;
+        Ok((left, right))
+    };
+    let (l1, r1) = lift(&circuit.first)?;
+    let (l2, r2) = lift(&circuit.second)?;
+    let outputs: Vec<(usize, FieldLin)> =
+        circuit.outputs.iter().map(|(i, l)| Ok((*i, FieldLin::new(l)?))).collect::<Result<_, AnalyticsError>>()?;
+    let ncells = stats.len();
+    let cells: Vec<_> = stats.iter().enumerate().map(|(c, s)| (s.as_slice(), bits_of(c), none, none)).collect();
+    let (a, b) = (eval_all(mpc, &l1, &cells)?, eval_all(mpc, &r1, &cells)?);
+    let first = mpc.mul(&a, &b).await?;
+    let first = first.expose();
+    let n1 = l1.len();
+    let first_of = |c: usize| first.get(c * n1..(c + 1) * n1).unwrap_or(&[]);
+    let cells: Vec<_> = stats.iter().enumerate().map(|(c, s)| (s.as_slice(), bits_of(c), first_of(c), none)).collect();
+    let (a, b) = (eval_all(mpc, &l2, &cells)?, eval_all(mpc, &r2, &cells)?);
+    let second = mpc.mul(&a, &b).await?;
+    let second = second.expose();
+    let n2 = l2.len();
+    for c in 0..ncells {
+        let (p, g) = (c / groups.max(1), c % groups.max(1));
+        let cell_stats = stats.get(c).map(Vec::as_slice).unwrap_or(&[]);
+        let snd = second.get(c * n2..(c + 1) * n2).unwrap_or(&[]);
+        let mut values = Vec::with_capacity(outputs.len());
+        let mut constants = Vec::with_capacity(outputs.len());
+        for (_, l) in &outputs {
+            let (v, k) = l.eval(cell_stats, bits_of(c), first_of(c), snd);
+            values.push(v);
+            constants.push(k);
+        }
+        let clamped = mpc.add_public(&ShareVec::from_raw(values), &constants)?;
+        if let Some(target) = shared.get_mut(p) {
+            let mut raw = target.expose().to_vec();
+            for ((i, _), v) in outputs.iter().zip(clamped.expose()) {
+                if let Some(slot) = raw.get_mut(g * per + i) {
+                    *slot = *v;
+                }
+            }
+            *target = ShareVec::from_raw(raw);
+        }
+    }
+    Ok(())
 }
 
 /// Secret-share `mine` (every party's vector of the same length) in one
@@ -461,13 +733,14 @@ fn count_at_most(sorted: &[i64], v: i64) -> M127 {
     M127::from_u64(sorted.partition_point(|x| *x <= v) as u64)
 }
 
-type PhaseOutput = (Vec<M127>, OrderResults, Vec<u128>, EngineStats);
+type PhaseOutput = (Vec<M127>, OrderResults, Vec<u128>, EngineStats, Option<EngineStats>);
 
 /// The interactive phase (protocol in [`party_with_order`]).
 async fn order_phase<T: Transport, G: RngCore + ?Sized>(
     mpc: &mut ShamirEngine<M127, T>,
     sums: &[M127],
     input: OrderInput<'_>,
+    check: Option<CheckInput<'_>>,
     mut rng: &mut G,
 ) -> Result<PhaseOutput, AnalyticsError> {
     let plan = input.plan;
@@ -500,7 +773,7 @@ async fn order_phase<T: Transport, G: RngCore + ?Sized>(
         mine.extend(input.group_rows.iter().map(|&c| M127::from_u64(c)));
     }
     mine.extend(input.sorted.iter().map(|v| M127::from_u64(v.len() as u64)));
-    let (total, sample) = shared_sum(mpc, &mine).await?;
+    let (total, sample, check_stats) = checked_sum(mpc, &mine, sums.len(), check, &mut *rng).await?;
     let before = mpc.stats();
     let total = total.expose();
     let (sum_part, rest) = total.split_at(sums.len().min(total.len()));
@@ -632,5 +905,5 @@ async fn order_phase<T: Transport, G: RngCore + ?Sized>(
         suppressed: kept.iter().map(|k| !k).collect(),
         values,
     };
-    Ok((sums_out, results, sample, mpc.stats() - before))
+    Ok((sums_out, results, sample, mpc.stats() - before, check_stats))
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use concord_analytics::{OrderInput, PartyOutcome, Scheme};
+use concord_analytics::{AnalyticsError, CheckInput, OrderInput, PartyOutcome, Scheme};
 use concord_data::LocalOrder;
 use concord_engine::EngineStats;
+use concord_query::input_check::{CheckPlan, InputCheck};
 use concord_query::order::{OrderPlan, OrderResults, OrderValue};
 use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
 use rand_chacha::rand_core::SeedableRng;
@@ -33,6 +34,27 @@ pub enum SchemeArg {
     Additive,
     /// t-of-n Shamir sharing.
     Shamir,
+}
+
+/// What to do about statistics outside the region in-bounds data allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InputCheckArg {
+    /// Clamp every party's statistics to the feasible region inside MPC (nothing opened).
+    Clamp,
+    /// Open one bit per party and abort naming the parties whose statistics are infeasible.
+    Reject,
+    /// No check.
+    Off,
+}
+
+impl From<InputCheckArg> for InputCheck {
+    fn from(a: InputCheckArg) -> InputCheck {
+        match a {
+            InputCheckArg::Clamp => InputCheck::Clamp,
+            InputCheckArg::Reject => InputCheck::Reject,
+            InputCheckArg::Off => InputCheck::Off,
+        }
+    }
 }
 
 /// Arguments of `concord run`.
@@ -65,6 +87,16 @@ pub struct RunArgs {
     /// Shamir sharing with n >= 2t + 1.
     #[arg(long, value_name = "K")]
     pub min_group_size: Option<u64>,
+    /// Check every party's contributed statistics against the declared
+    /// bounds and max_rows inside MPC: clamp them (default with Shamir
+    /// sharing and n >= 2t + 1), reject the query naming the party, or off
+    /// (default with 2 parties or additive sharing, where it cannot run).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub input_check: Option<InputCheckArg>,
+    /// Test only: party NAME (or index) multiplies its local sums by FACTOR
+    /// before sharing them (in-process runs only).
+    #[arg(long, hide = true, value_name = "NAME=FACTOR")]
+    pub poison: Vec<String>,
 }
 
 /// What a party process needs besides its data file (all public).
@@ -79,6 +111,9 @@ struct PartySpecJson {
     /// The minimum group size in force (schema or command line).
     #[serde(default)]
     min_group_size: Option<u64>,
+    /// The input check policy (`clamp`, `reject`; absent: off).
+    #[serde(default)]
+    input_check: Option<String>,
 }
 
 /// A party process's result share, sent to the analyst.
@@ -92,6 +127,9 @@ struct ShareJson {
     /// The public results of the interactive phase (opened to every party).
     #[serde(default)]
     order: Option<OrderJson>,
+    /// Rounds and bytes sent of the input check, if it ran.
+    #[serde(default)]
+    check: Option<(u64, u64)>,
 }
 
 /// [`OrderResults`] as a party process reports them (public values).
@@ -167,8 +205,22 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
     let domain = if spec.m127 { Domain::M127 } else { Domain::M61 };
     let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
     let input = order_input(order.as_ref(), local_order.as_ref());
+    let policy = match spec.input_check.as_deref() {
+        None => InputCheck::Off,
+        Some(name) => InputCheck::parse(name).ok_or_else(|| anyhow!("party {me}: unknown input check {name:?}"))?,
+    };
+    let check_plan = check_plan(&schema, &plan, policy)?;
+    let check = check_plan.as_ref().map(|plan| CheckInput { plan, policy });
     let out = rt
-        .block_on(concord_analytics::party_with_order(net, scheme_of(spec.threshold), domain, &local, input, &mut rng))
+        .block_on(concord_analytics::party_checked(
+            net,
+            scheme_of(spec.threshold),
+            domain,
+            &local,
+            input,
+            check,
+            &mut rng,
+        ))
         .map_err(|e| anyhow!("party {me}: {e}"))?;
     let share = ShareJson {
         party: me,
@@ -177,6 +229,7 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
         bytes_sent: out.stats.bytes_sent,
         bytes_received: out.stats.bytes_received,
         order: out.order.as_ref().map(|r| OrderJson::new(r, out.order_stats.unwrap_or_default())),
+        check: out.check_stats.map(|s| (s.rounds, s.bytes_sent)),
     };
     crate::procs::result(&serde_json::to_string(&share)?)
 }
@@ -189,10 +242,11 @@ fn execute_processes(
     plan: &StatsPlan,
     parties: &[PartySpec],
     scheme: Scheme,
-    order: Option<&OrderPlan>,
+    phases: Phases<'_>,
 ) -> Result<RunOutput> {
+    let Phases { order, check } = phases;
     let n = parties.len();
-    let domain = pick_domain(plan, schema, n, order)?;
+    let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let schema_path = args.schema.as_path();
     let schema_abs = std::fs::canonicalize(schema_path).unwrap_or_else(|_| schema_path.to_path_buf());
     let spec = PartySpecJson {
@@ -205,6 +259,7 @@ fn execute_processes(
         },
         m127: domain == Domain::M127,
         min_group_size: order.and_then(|o| o.min_group_size),
+        input_check: check.map(|(_, p)| p.name().to_string()),
     };
     let spec = serde_json::to_string(&spec)?;
     let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
@@ -220,6 +275,7 @@ fn execute_processes(
     let mut stats = Vec::with_capacity(n);
     let mut order_json: Option<OrderJson> = None;
     let mut order_stats = Vec::new();
+    let mut check_stats = Vec::new();
     for (i, r) in results.iter().enumerate() {
         let s: ShareJson = serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable share"))?;
         let values = s
@@ -248,6 +304,9 @@ fn execute_processes(
                 Some(_) => bail!("party {i} reports other opened order statistics than party 0; refusing the result"),
             }
         }
+        if let Some((rounds, bytes_sent)) = s.check {
+            check_stats.push(EngineStats { rounds, bytes_sent, bytes_received: 0, messages_sent: 0 });
+        }
         shares.push(concord_analytics::ResultShare::from_parts(i, n, scheme, domain, values));
         stats.push(EngineStats {
             rounds: s.rounds,
@@ -275,7 +334,19 @@ fn execute_processes(
         order: order.map(|o| o.describe(schema)),
         order_stats,
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
+        check: check.map(|(c, p)| (c.describe(p, n), p)),
+        check_stats,
     })
+}
+
+/// The comparison-based parts of a run, if any: the interactive phase
+/// (order statistics, minimum group size) and the input check.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases<'a> {
+    /// The interactive phase's plan.
+    pub order: Option<&'a OrderPlan>,
+    /// The input check's plan and policy (never `Off`).
+    pub check: Option<(&'a CheckPlan, InputCheck)>,
 }
 
 /// A party's name and data file.
@@ -318,13 +389,68 @@ pub struct RunOutput {
     pub order_stats: Vec<EngineStats>,
     /// Number of groups suppressed by the minimum group size.
     pub suppressed: usize,
+    /// The input check's description and policy, if it ran.
+    pub check: Option<(String, InputCheck)>,
+    /// Per party rounds and bytes of the input check alone.
+    pub check_stats: Vec<EngineStats>,
 }
 
-/// The field: GF(2^127-1) when the interactive phase runs (its comparisons
-/// need it), else the smallest that holds the pooled sums.
-fn pick_domain(plan: &StatsPlan, schema: &Schema, n: usize, order: Option<&OrderPlan>) -> Result<Domain> {
+/// The field: GF(2^127-1) when secure comparisons run (the interactive
+/// phase or the input check), else the smallest that holds the pooled sums.
+fn pick_domain(plan: &StatsPlan, schema: &Schema, n: usize, comparisons: bool) -> Result<Domain> {
     let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
-    Ok(if order.is_some() { Domain::M127 } else { domain })
+    Ok(if comparisons { Domain::M127 } else { domain })
+}
+
+/// The input check's plan, `None` when off.
+fn check_plan(schema: &Schema, plan: &StatsPlan, policy: InputCheck) -> Result<Option<CheckPlan>> {
+    if policy == InputCheck::Off {
+        return Ok(None);
+    }
+    CheckPlan::new(schema, plan).map(Some).map_err(|e| anyhow!("{e}"))
+}
+
+/// The input check policy: as asked, else clamp where it can run (Shamir
+/// with n >= 2t + 1) and off otherwise (2 parties, additive sharing).
+pub fn choose_input_check(asked: Option<InputCheckArg>, scheme: Scheme, n: usize) -> Result<InputCheck> {
+    let policy = match asked {
+        Some(a) => a.into(),
+        None if concord_analytics::check_comparison_scheme(scheme, n).is_ok() => InputCheck::Clamp,
+        None => InputCheck::Off,
+    };
+    concord_analytics::check_input_scheme(policy, scheme, n).map_err(|e| anyhow!("{e}"))?;
+    Ok(policy)
+}
+
+/// Test knob (`--poison NAME=FACTOR`): multiply a party's local sums (not
+/// its counts) by FACTOR, as a dishonest party would.
+fn poison(
+    specs: &[String],
+    parties: &[PartySpec],
+    plan: &StatsPlan,
+    locals: &mut [(Vec<i128>, Option<LocalOrder>)],
+) -> Result<()> {
+    for spec in specs {
+        let (who, factor) = spec.split_once('=').ok_or_else(|| anyhow!("--poison {spec:?}: expected NAME=FACTOR"))?;
+        let factor: i128 = factor.parse().map_err(|_| anyhow!("--poison {spec:?}: FACTOR must be an integer"))?;
+        let index = parties
+            .iter()
+            .position(|p| p.name == who)
+            .or_else(|| who.parse::<usize>().ok().filter(|&i| i < parties.len()))
+            .ok_or_else(|| anyhow!("--poison {spec:?}: no party named {who:?}"))?;
+        let per = plan.stats.len().max(1);
+        if let Some((sums, _)) = locals.get_mut(index) {
+            for (i, v) in sums.iter_mut().enumerate() {
+                let is_sum = matches!(plan.stats.get(i % per), Some(concord_query::Stat::Moment { monomial, .. }) if !monomial.is_empty());
+                if is_sum {
+                    *v = v
+                        .checked_mul(factor)
+                        .ok_or_else(|| anyhow!("--poison {spec:?}: the poisoned sum overflows"))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn order_input<'a>(plan: Option<&'a OrderPlan>, local: Option<&'a LocalOrder>) -> Option<OrderInput<'a>> {
@@ -394,45 +520,69 @@ pub fn execute(
     locals: Vec<Vec<i128>>,
     scheme: Scheme,
 ) -> Result<RunOutput> {
-    execute_with(schema, query, plan, locals.into_iter().map(|l| (l, None)).collect(), None, scheme)
+    execute_with(schema, query, plan, locals.into_iter().map(|l| (l, None)).collect(), Phases::default(), scheme, &[])
 }
 
 /// [`execute`] with the interactive phase of `order` (order statistics,
-/// minimum group size): every party's local statistics and order input.
+/// minimum group size) and the input check: every party's local
+/// statistics and order input.
 pub fn execute_with(
     schema: &Schema,
     query: &Query,
     plan: &StatsPlan,
     locals: Vec<(Vec<i128>, Option<LocalOrder>)>,
-    order: Option<&OrderPlan>,
+    phases: Phases<'_>,
     scheme: Scheme,
+    names: &[String],
 ) -> Result<RunOutput> {
+    let Phases { order, check } = phases;
     let n = locals.len();
-    let domain = pick_domain(plan, schema, n, order)?;
+    let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let stats_per_party = plan.len();
     let start = Instant::now();
     let parties = loopback_parties(n, "concord-run")?;
     let inputs: Vec<_> = parties.into_iter().zip(locals).collect();
     let order_plan = order.cloned();
+    let check_plan = check.map(|(c, p)| (c.clone(), p));
     let results = run_parties(inputs, move |(lp, (local, local_order))| {
         let order_plan = order_plan.clone();
+        let check_plan = check_plan.clone();
         async move {
             let me = lp.me;
             let net = lp.connect(Duration::from_secs(30)).await?;
             let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
             let input = order_input(order_plan.as_ref(), local_order.as_ref());
-            concord_analytics::party_with_order(net, scheme, domain, &local, input, &mut rng)
+            let check = check_plan.as_ref().map(|(plan, policy)| CheckInput { plan, policy: *policy });
+            concord_analytics::party_checked(net, scheme, domain, &local, input, check, &mut rng)
                 .await
-                .map_err(|e| anyhow!("party {me}: {e}"))
+                .map_err(|e| anyhow::Error::new(e).context(format!("party {me}")))
         }
     })?;
     let mut outcomes: Vec<PartyOutcome> = Vec::with_capacity(n);
     let mut failures = Vec::new();
+    let mut rejected: Option<Vec<usize>> = None;
     for r in results {
         match r {
             Ok(o) => outcomes.push(o),
-            Err(e) => failures.push(format!("{e:#}")),
+            Err(e) => {
+                if let Some(AnalyticsError::Rejected { parties }) = e.downcast_ref::<AnalyticsError>() {
+                    rejected = Some(parties.clone());
+                }
+                failures.push(format!("{e:#}"))
+            }
         }
+    }
+    if let Some(bad) = rejected {
+        let labels: Vec<String> = bad
+            .iter()
+            .map(|&i| names.get(i).map_or_else(|| format!("party {i}"), |name| format!("{name} (party {i})")))
+            .collect();
+        bail!(
+            "input check (reject): the statistics contributed by {} are infeasible for the declared bounds and \
+             max_rows (no in-bounds data could produce them); the query is aborted. Only one bit per party was \
+             opened to the parties.",
+            labels.join(", ")
+        );
     }
     if !failures.is_empty() {
         bail!("the secure computation failed: {}", failures.join("; "));
@@ -458,6 +608,8 @@ pub fn execute_with(
         order: order.map(|o| o.describe(schema)),
         order_stats: outcomes.iter().filter_map(|o| o.order_stats).collect(),
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
+        check: check.map(|(c, p)| (c.describe(p, n), p)),
+        check_stats: outcomes.iter().filter_map(|o| o.check_stats).collect(),
     })
 }
 
@@ -481,11 +633,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     if order.is_some() {
         concord_analytics::check_comparison_scheme(scheme, parties.len()).map_err(|e| anyhow!("{e}"))?;
     }
+    let policy = choose_input_check(args.input_check, scheme, parties.len())?;
+    let check = check_plan(&schema, &plan, policy)?;
+    let check = check.as_ref().map(|c| (c, policy));
     let out = if args.processes {
-        execute_processes(&args, &schema, &query, &plan, &parties, scheme, order.as_ref())?
+        if !args.poison.is_empty() {
+            bail!("--poison is a test knob of in-process runs; it cannot be combined with --processes");
+        }
+        execute_processes(&args, &schema, &query, &plan, &parties, scheme, Phases { order: order.as_ref(), check })?
     } else {
-        let locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
-        execute_with(&schema, &query, &plan, locals, order.as_ref(), scheme)?
+        let mut locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
+        poison(&args.poison, &parties, &plan, &mut locals)?;
+        let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
+        execute_with(&schema, &query, &plan, locals, Phases { order: order.as_ref(), check }, scheme, &names)?
     };
     print_output(&out, args.format)
 }
@@ -557,6 +717,19 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                         "revealed_to": "all computing parties (opened comparison bits, order statistics, suppressed groups), and the analyst",
                     })),
                     "suppressed_groups": out.suppressed,
+                    "input_check": match &out.check {
+                        None => serde_json::json!({ "policy": "off" }),
+                        Some((d, p)) => serde_json::json!({
+                            "policy": p.name(),
+                            "plan": d,
+                            "rounds": out.check_stats.iter().map(|s| s.rounds).max().unwrap_or(0),
+                            "bytes_per_party": out.check_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
+                            "revealed_to": match p {
+                                InputCheck::Reject => "all computing parties: one bit per party (its statistics are infeasible)",
+                                _ => "nobody (the comparison bits stay secret)",
+                            },
+                        }),
+                    },
                 },
             });
             println!("{v}");
@@ -593,6 +766,18 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             }
             if out.suppressed > 0 {
                 eprintln!("{} group(s) suppressed: fewer rows than the minimum group size", out.suppressed);
+            }
+            match &out.check {
+                Some((d, p)) => eprintln!(
+                    "{d}: {} rounds, {} bytes sent per party (max); {}",
+                    out.check_stats.iter().map(|s| s.rounds).max().unwrap_or(0),
+                    out.check_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
+                    match p {
+                        InputCheck::Reject => "one bit per party opened",
+                        _ => "nothing opened",
+                    }
+                ),
+                None => eprintln!("input check: off"),
             }
         }
     }

@@ -752,3 +752,107 @@ fn small_groups_are_suppressed_inside_mpc() {
     let out = run_json(&base, "SELECT COUNT(*) FROM t", &["--min-group-size", &pooled.len().to_string()]);
     assert_eq!(out["rows"][0][0], J::from(pooled.len()));
 }
+
+// ---------- input check: poisoned statistics ----------
+
+/// Per group of `g`: (non-null y count, sum of y, non-null x count, sum of x).
+fn per_group_sums(rows: &[Row]) -> Vec<(i128, i128, i128, i128)> {
+    (0..3)
+        .map(|g| {
+            let in_g: Vec<&Row> = rows.iter().filter(|r| r.g == g).collect();
+            let ys: Vec<i128> = in_g.iter().filter_map(|r| r.y).map(i128::from).collect();
+            let xs: Vec<i128> = in_g.iter().filter_map(|r| r.x).map(i128::from).collect();
+            (ys.len() as i128, ys.iter().sum(), xs.len() as i128, xs.iter().sum())
+        })
+        .collect()
+}
+
+const POISON_SQL: &str = "SELECT g, COUNT(y), SUM(y), AVG(y), SUM(x) FROM t GROUP BY g";
+
+#[test]
+fn a_poisoned_party_is_clamped_to_its_bounds_inside_mpc() {
+    let (_dir, base, _) = setup(3, 41, 30);
+    let parties: Vec<Vec<Row>> = (0..3).map(|p| gen(4100 + p as u64, 30 + 37 * p)).collect();
+    let sums: Vec<_> = parties.iter().map(|r| per_group_sums(r)).collect();
+    let out = run_json(&base, POISON_SQL, &["--poison", "p1=1000"]);
+    assert_eq!(out["stats"]["input_check"]["policy"], "clamp");
+    assert!(out["stats"]["input_check"]["rounds"].as_u64().unwrap() >= 10);
+    assert_eq!(out["stats"]["domain"], "m127");
+    for g in 0..3 {
+        let (mut n, mut sy, mut sx) = (0i128, 0i128, 0i128);
+        for (p, s) in sums.iter().enumerate() {
+            let (ny, y, nx, x) = s[g];
+            n += ny;
+            if p == 1 {
+                // What the clamp must produce: the poisoned sums projected
+                // onto [n lo, n hi] in plaintext.
+                sy += (1000 * y).clamp(0, 1000 * ny);
+                sx += (1000 * x).clamp(-50 * nx, 50 * nx);
+            } else {
+                sy += y;
+                sx += x;
+            }
+        }
+        let row = &out["rows"][g];
+        assert_eq!(row[1], J::from(n as i64), "group {g}: counts are not poisoned");
+        assert_eq!(row[2], J::from(sy as i64), "group {g}: SUM(y) clamped");
+        close(&row[3], &J::from(sy as f64 / n as f64), "AVG(y) clamped");
+        assert_eq!(row[4], J::from(sx as i64), "group {g}: SUM(x) clamped");
+        // The mean moves no further than party 1 answering the bound for every row.
+        let honest: i128 = sums.iter().map(|s| s[g].1).sum();
+        let worst = honest - sums[1][g].1 + 1000 * sums[1][g].0;
+        assert!(sy <= worst && sy >= honest, "group {g}: {honest} <= {sy} <= {worst}");
+    }
+    // Without the check the poison goes through.
+    let off = run_json(&base, POISON_SQL, &["--poison", "p1=1000", "--input-check", "off"]);
+    let poisoned: i128 = sums.iter().enumerate().map(|(p, s)| if p == 1 { 1000 * s[0].1 } else { s[0].1 }).sum();
+    assert_eq!(off["rows"][0][2], J::from(poisoned as i64));
+    assert_eq!(off["stats"]["input_check"]["policy"], "off");
+}
+
+#[test]
+fn reject_names_the_poisoning_party_and_honest_inputs_pass_every_policy() {
+    let (_dir, base, _) = setup(3, 43, 25);
+    let mut args = base.clone();
+    args.extend(["--sql", POISON_SQL, "--input-check", "reject", "--poison", "p2=-7"].iter().map(|s| s.to_string()));
+    let (ok, out, err) = concord(&args);
+    assert!(!ok, "a poisoned party must be rejected: {out}");
+    assert!(err.contains("p2 (party 2)") && err.contains("infeasible"), "{err}");
+    assert!(!err.contains("p0 (party 0)") && !err.contains("p1 (party 1)"), "{err}");
+    // Honest inputs: identical results with clamp, reject and off.
+    let sql = "SELECT g, h, COUNT(*), AVG(y), VAR_SAMP(d), CORR(y, x), HISTOGRAM(x, -50, 50, 4) FROM t GROUP BY g, h";
+    let clamp = run_json(&base, sql, &["--input-check", "clamp"]);
+    let reject = run_json(&base, sql, &["--input-check", "reject"]);
+    let off = run_json(&base, sql, &["--input-check", "off"]);
+    assert_eq!(clamp["rows"], off["rows"]);
+    assert_eq!(reject["rows"], off["rows"]);
+    assert_eq!(reject["stats"]["input_check"]["policy"], "reject");
+    // With order statistics in the same session.
+    let sql = "SELECT g, MEDIAN(y), AVG(y) FROM t GROUP BY g";
+    assert_eq!(run_json(&base, sql, &[])["rows"], run_json(&base, sql, &["--input-check", "off"])["rows"]);
+}
+
+#[test]
+fn two_parties_or_additive_sharing_default_to_no_input_check() {
+    let (_dir, base, _) = setup(2, 47, 20);
+    let out = run_json(&base, "SELECT AVG(y) FROM t", &[]);
+    assert_eq!(out["stats"]["input_check"]["policy"], "off");
+    for policy in ["clamp", "reject"] {
+        let mut args = base.clone();
+        args.extend(["--sql", "SELECT AVG(y) FROM t", "--input-check", policy].iter().map(|s| s.to_string()));
+        let (ok, _, err) = concord(&args);
+        assert!(!ok);
+        assert!(err.contains("honest majority") && err.contains("--input-check off"), "{err}");
+    }
+    let (_dir3, base3, _) = setup(3, 48, 20);
+    let out = run_json(&base3, "SELECT AVG(y) FROM t", &["--scheme", "additive"]);
+    assert_eq!(out["stats"]["input_check"]["policy"], "off");
+    let mut args = base3.clone();
+    args.extend(
+        ["--sql", "SELECT AVG(y) FROM t", "--scheme", "additive", "--input-check", "clamp"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let (ok, _, err) = concord(&args);
+    assert!(!ok && err.contains("--scheme shamir"), "{err}");
+}

@@ -19,6 +19,9 @@
 //!   `PERCENTILE_CONT`) and the minimum group size, which need secure
 //!   comparison: the public [`order::OrderPlan`] and the I/O-free search
 //!   state machine and interpolation driven by `concord-analytics`;
+//! * [`input_check`]: the feasible region of one party's statistics
+//!   (counts in [0, max_rows], sums between count x bounds, ...) as linear
+//!   forms, and the circuit that clamps them inside MPC (`concord-analytics`);
 //! * [`finalize`](mod@finalize): the analyst's last step ([`finalize()`]),
 //!   turning the pooled exact sums into the answer.
 //!
@@ -40,6 +43,7 @@ pub use model::*;
 
 mod decimal;
 pub mod finalize;
+pub mod input_check;
 pub mod order;
 pub mod parse;
 pub mod plan;
