@@ -43,6 +43,8 @@ use concord_sharing::{additive, ShareVec, SharingError};
 use rand_core::RngCore;
 use zeroize_shim::Wipe;
 
+pub mod final_stats;
+
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,6 +55,9 @@ pub enum AnalyticsError {
     /// Result shares that do not fit together.
     #[error("result shares: {0}")]
     Shares(String),
+    /// A query or schema the chosen method cannot compute (the reason says why and what to change).
+    #[error("{0}")]
+    Unsupported(String),
     /// Reconstruction failed.
     #[error(transparent)]
     Sharing(#[from] SharingError),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use concord_analytics::final_stats::{self, FinalPlan};
 use concord_analytics::{AnalyticsError, CheckInput, OrderInput, PartyOutcome, Scheme};
 use concord_data::LocalOrder;
 use concord_engine::EngineStats;
@@ -57,6 +58,15 @@ impl From<InputCheckArg> for InputCheck {
     }
 }
 
+/// What the analyst receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RevealArg {
+    /// The pooled sufficient statistics (exact), finalised by the analyst.
+    Sums,
+    /// Only the final statistics, computed inside MPC in fixed point (three parties).
+    Final,
+}
+
 /// Arguments of `concord run`.
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
@@ -97,6 +107,11 @@ pub struct RunArgs {
     /// before sharing them (in-process runs only).
     #[arg(long, hide = true, value_name = "NAME=FACTOR")]
     pub poison: Vec<String>,
+    /// What the analyst receives: `sums` (the pooled sufficient statistics, exact) or `final`
+    /// (only AVG, VAR_*, STDDEV_*, COVAR_*, CORR, REGR_* values, computed inside MPC in fixed
+    /// point with 16 fractional bits; exactly three parties).
+    #[arg(long, value_enum, default_value = "sums")]
+    pub reveal: RevealArg,
 }
 
 /// What a party process needs besides its data file (all public).
@@ -114,6 +129,9 @@ struct PartySpecJson {
     /// The input check policy (`clamp`, `reject`; absent: off).
     #[serde(default)]
     input_check: Option<String>,
+    /// `--reveal final`: compute the final statistics inside MPC.
+    #[serde(default)]
+    reveal_final: bool,
 }
 
 /// A party process's result share, sent to the analyst.
@@ -202,6 +220,23 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
         .pop()
         .ok_or_else(|| anyhow!("party {me}: no statistics"))?;
     let (rt, net) = crate::procs::child_connect(&a.child, spec.parties, Duration::from_secs(60), || {})?;
+    if spec.reveal_final {
+        let fplan = FinalPlan::new(&query, &schema, &plan, spec.parties).map_err(|e| anyhow!("{e}"))?;
+        let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+        let out = rt
+            .block_on(final_stats::party_final(net, &fplan, plan.stats.len(), &local, &mut rng))
+            .map_err(|e| anyhow!("party {me}: {e}"))?;
+        let share = ShareJson {
+            party: me,
+            values: out.components.iter().map(|v| v.to_string()).collect(),
+            rounds: out.stats.rounds,
+            bytes_sent: out.stats.bytes_sent,
+            bytes_received: out.stats.bytes_received,
+            order: None,
+            check: None,
+        };
+        return crate::procs::result(&serde_json::to_string(&share)?);
+    }
     let domain = if spec.m127 { Domain::M127 } else { Domain::M61 };
     let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
     let input = order_input(order.as_ref(), local_order.as_ref());
@@ -244,7 +279,7 @@ fn execute_processes(
     scheme: Scheme,
     phases: Phases<'_>,
 ) -> Result<RunOutput> {
-    let Phases { order, check } = phases;
+    let Phases { order, check, final_plan } = phases;
     let n = parties.len();
     let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let schema_path = args.schema.as_path();
@@ -260,6 +295,7 @@ fn execute_processes(
         m127: domain == Domain::M127,
         min_group_size: order.and_then(|o| o.min_group_size),
         input_check: check.map(|(_, p)| p.name().to_string()),
+        reveal_final: final_plan.is_some(),
     };
     let spec = serde_json::to_string(&spec)?;
     let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
@@ -315,6 +351,12 @@ fn execute_processes(
             messages_sent: 0,
         });
     }
+    if let Some(fplan) = final_plan {
+        let comps: Vec<Vec<u64>> = shares.iter().map(|s| s.expose().iter().map(|v| *v as u64).collect()).collect();
+        let refs: Vec<&[u64]> = comps.iter().map(|c| c.as_slice()).collect();
+        let table = final_stats::finalize_final(query, schema, plan, fplan, &refs).map_err(|e| anyhow!("{e}"))?;
+        return Ok(final_output(table, stats, start, plan, fplan));
+    }
     let refs: Vec<_> = shares.iter().collect();
     let totals = concord_analytics::reconstruct(&refs).map_err(|e| anyhow!("{e}"))?;
     let results = match (order, &order_json) {
@@ -336,7 +378,70 @@ fn execute_processes(
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
         check: check.map(|(c, p)| (c.describe(p, n), p)),
         check_stats,
+        reveal_final: None,
     })
+}
+
+/// The output of a `--reveal final` run.
+fn final_output(
+    table: ResultTable,
+    stats: Vec<EngineStats>,
+    start: Instant,
+    plan: &StatsPlan,
+    fplan: &FinalPlan,
+) -> RunOutput {
+    RunOutput {
+        table,
+        domain: Domain::M61,
+        scheme: Scheme::Shamir { t: 1 },
+        stats,
+        sample_received: Vec::new(),
+        seconds: start.elapsed().as_secs_f64(),
+        stats_per_party: plan.len(),
+        order: None,
+        order_stats: Vec::new(),
+        suppressed: 0,
+        check: None,
+        check_stats: Vec::new(),
+        reveal_final: Some(format!(
+            "final statistics computed inside MPC: {} aggregate(s) over {} group(s), three-party replicated sharing \
+             over Z/2^64, fixed point with {} fractional bits (relative error within about 2^-13); the analyst \
+             receives only those values and NULL flags{}",
+            fplan.aggs.len(),
+            fplan.groups,
+            final_stats::FRAC,
+            if fplan.revealed.iter().any(|r| *r) { ", plus the totals of COUNT, SUM and HISTOGRAM" } else { "" }
+        )),
+    }
+}
+
+/// `--reveal final` in this process: every party on its own thread.
+fn execute_final(
+    query: &Query,
+    schema: &Schema,
+    plan: &StatsPlan,
+    fplan: &FinalPlan,
+    locals: Vec<Vec<i128>>,
+) -> Result<RunOutput> {
+    let start = Instant::now();
+    let parties = loopback_parties(locals.len(), "concord-run")?;
+    let inputs: Vec<_> = parties.into_iter().zip(locals).collect();
+    let (fp, per) = (fplan.clone(), plan.stats.len());
+    let results = run_parties(inputs, move |(lp, local)| {
+        let fp = fp.clone();
+        async move {
+            let me = lp.me;
+            let net = lp.connect(Duration::from_secs(30)).await?;
+            let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+            final_stats::party_final(net, &fp, per, &local, &mut rng)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("party {me}")))
+        }
+    })?;
+    let outcomes: Vec<_> = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&[u64]> = outcomes.iter().map(|o| o.components.as_slice()).collect();
+    let table = final_stats::finalize_final(query, schema, plan, fplan, &refs).map_err(|e| anyhow!("{e}"))?;
+    Ok(final_output(table, outcomes.iter().map(|o| o.stats).collect(), start, plan, fplan))
 }
 
 /// The comparison-based parts of a run, if any: the interactive phase
@@ -347,6 +452,8 @@ pub struct Phases<'a> {
     pub order: Option<&'a OrderPlan>,
     /// The input check's plan and policy (never `Off`).
     pub check: Option<(&'a CheckPlan, InputCheck)>,
+    /// `--reveal final`: the final statistics computed inside MPC instead (processes only).
+    pub final_plan: Option<&'a FinalPlan>,
 }
 
 /// A party's name and data file.
@@ -393,6 +500,8 @@ pub struct RunOutput {
     pub check: Option<(String, InputCheck)>,
     /// Per party rounds and bytes of the input check alone.
     pub check_stats: Vec<EngineStats>,
+    /// With `--reveal final`: what was computed inside MPC and revealed.
+    pub reveal_final: Option<String>,
 }
 
 /// The field: GF(2^127-1) when secure comparisons run (the interactive
@@ -535,7 +644,7 @@ pub fn execute_with(
     scheme: Scheme,
     names: &[String],
 ) -> Result<RunOutput> {
-    let Phases { order, check } = phases;
+    let Phases { order, check, .. } = phases;
     let n = locals.len();
     let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let stats_per_party = plan.len();
@@ -610,6 +719,7 @@ pub fn execute_with(
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
         check: check.map(|(c, p)| (c.describe(p, n), p)),
         check_stats: outcomes.iter().filter_map(|o| o.check_stats).collect(),
+        reveal_final: None,
     })
 }
 
@@ -633,19 +743,54 @@ pub fn run(args: RunArgs) -> Result<()> {
     if order.is_some() {
         concord_analytics::check_comparison_scheme(scheme, parties.len()).map_err(|e| anyhow!("{e}"))?;
     }
-    let policy = choose_input_check(args.input_check, scheme, parties.len())?;
+    let final_plan = match args.reveal {
+        RevealArg::Sums => None,
+        RevealArg::Final => {
+            if min_group_size.is_some_and(|k| k > 0) {
+                bail!("--reveal final does not support a minimum group size yet; use --reveal sums");
+            }
+            if matches!(args.input_check, Some(InputCheckArg::Clamp | InputCheckArg::Reject)) {
+                bail!(
+                    "--reveal final runs on the replicated engine, which has no input check yet; use --input-check off"
+                );
+            }
+            if args.threshold.is_some() || args.scheme.is_some() {
+                bail!("--reveal final always uses three-party replicated sharing: drop --threshold and --scheme");
+            }
+            Some(FinalPlan::new(&query, &schema, &plan, parties.len()).map_err(|e| anyhow!("{e}"))?)
+        }
+    };
+    if let (Some(fplan), false) = (&final_plan, args.processes) {
+        let locals = local_statistics(&schema, &query, &plan, &parties)?;
+        let out = execute_final(&query, &schema, &plan, fplan, locals)?;
+        return print_output(&out, args.format);
+    }
+    let policy = if final_plan.is_some() {
+        InputCheck::Off
+    } else {
+        choose_input_check(args.input_check, scheme, parties.len())?
+    };
     let check = check_plan(&schema, &plan, policy)?;
     let check = check.as_ref().map(|c| (c, policy));
     let out = if args.processes {
         if !args.poison.is_empty() {
             bail!("--poison is a test knob of in-process runs; it cannot be combined with --processes");
         }
-        execute_processes(&args, &schema, &query, &plan, &parties, scheme, Phases { order: order.as_ref(), check })?
+        let phases = Phases { order: order.as_ref(), check, final_plan: final_plan.as_ref() };
+        execute_processes(&args, &schema, &query, &plan, &parties, scheme, phases)?
     } else {
         let mut locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
         poison(&args.poison, &parties, &plan, &mut locals)?;
         let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
-        execute_with(&schema, &query, &plan, locals, Phases { order: order.as_ref(), check }, scheme, &names)?
+        execute_with(
+            &schema,
+            &query,
+            &plan,
+            locals,
+            Phases { order: order.as_ref(), check, final_plan: None },
+            scheme,
+            &names,
+        )?
     };
     print_output(&out, args.format)
 }
@@ -717,6 +862,7 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                         "revealed_to": "all computing parties (opened comparison bits, order statistics, suppressed groups), and the analyst",
                     })),
                     "suppressed_groups": out.suppressed,
+                    "reveal": out.reveal_final.as_ref().map_or(serde_json::json!("sums"), |d| serde_json::json!({ "final": d })),
                     "input_check": match &out.check {
                         None => serde_json::json!({ "policy": "off" }),
                         Some((d, p)) => serde_json::json!({
@@ -738,6 +884,19 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             println!("{}", out.table.columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
             for r in &out.table.rows {
                 println!("{}", r.iter().map(|v| csv_field(&value_text(v))).collect::<Vec<_>>().join(","));
+            }
+        }
+        Format::Table if out.reveal_final.is_some() => {
+            print_table(&out.table);
+            eprintln!(
+                "{} parties: {} rounds, {} bytes sent per party (max), {:.3} s",
+                out.stats.len(),
+                rounds,
+                bytes,
+                out.seconds
+            );
+            if let Some(d) = &out.reveal_final {
+                eprintln!("{d}");
             }
         }
         Format::Table => {

@@ -856,3 +856,77 @@ fn two_parties_or_additive_sharing_default_to_no_input_check() {
     let (ok, _, err) = concord(&args);
     assert!(!ok && err.contains("--scheme shamir"), "{err}");
 }
+
+/// `got` within the documented precision of `--reveal final` of `want` (NULL exactly).
+fn near(got: &J, want: &J, what: &str) {
+    match (got, want) {
+        (J::Number(a), J::Number(b)) => {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= b.abs() * 2f64.powi(-12) + 1e-3, "{what}: got {a}, want {b}");
+        }
+        _ => assert_eq!(got, want, "{what}"),
+    }
+}
+
+#[test]
+fn final_statistics_inside_mpc_match_the_plaintext_within_their_precision() {
+    let (_dir, base, pooled) = setup(3, 41, 60);
+    let all: Vec<&Row> = pooled.iter().collect();
+    // Univariate, one group, in this process.
+    let out = run_json(&base, UNIVARIATE, &["--reveal", "final"]);
+    let want = univariate(&all);
+    let row = out["rows"][0].as_array().unwrap();
+    for (i, (g, w)) in row.iter().zip(&want).enumerate() {
+        near(g, w, &format!("{UNIVARIATE} column {i}"));
+    }
+    assert!(out["stats"]["reveal"]["final"].as_str().unwrap().contains("16 fractional bits"));
+    // Bivariate by group, parties as processes.
+    let sql = format!("SELECT g, {BIVARIATE} FROM t GROUP BY g");
+    let out = run_json(&base, &sql, &["--reveal", "final", "--processes"]);
+    let want = bivariate_by_g(&pooled);
+    for (r, w) in out["rows"].as_array().unwrap().iter().zip(&want) {
+        for (i, (g, w)) in r.as_array().unwrap().iter().zip(w).enumerate() {
+            near(g, w, &format!("{sql} column {i}"));
+        }
+    }
+}
+
+#[test]
+fn final_statistics_null_cases_and_refusals() {
+    let dir = tempdir("final-edges");
+    // Group p: two equal values (sample variance 0, no correlation); group q: no rows.
+    let args = tiny(&dir.0, "", &["1.0,p\n", "1.0,p\n", "-2.0,k_absent_is_fine\n"]);
+    let args: Vec<String> = args.into_iter().collect();
+    let (ok, _, err) = concord(&[args.clone(), vec!["--sql".into(), "SELECT AVG(v) FROM t".into()]].concat());
+    assert!(!ok && err.contains("k_absent_is_fine"), "a bad category value is refused: {err}");
+    let args = tiny(&dir.0, "", &["1.0,p\n", "1.0,p\n", "1.0,p\n"]);
+    let sql = "SELECT k, AVG(v), VAR_SAMP(v), STDDEV_POP(v), CORR(v, v), REGR_R2(v, v) FROM t GROUP BY k";
+    let out = run_json(&args, sql, &["--reveal", "final"]);
+    let rows = out["rows"].as_array().unwrap();
+    near(&rows[0][1], &J::from(1.0), "AVG of p");
+    near(&rows[0][2], &J::from(0.0), "VAR_SAMP of p");
+    near(&rows[0][3], &J::from(0.0), "STDDEV_POP of p");
+    assert_eq!(rows[0][4], J::Null, "CORR of a constant is NULL");
+    assert_eq!(rows[0][5], J::Null, "REGR_R2 with var(x) = 0 is NULL");
+    for (c, v) in rows[1].as_array().unwrap().iter().enumerate().skip(1) {
+        assert_eq!(*v, J::Null, "group q has no rows: column {c}");
+    }
+    for (extra, sql, needle) in [
+        (vec![], "SELECT LINREG(v, v) FROM t", "matrix inverse"),
+        (vec![], "SELECT MEDIAN(v) FROM t", "order statistics"),
+        (vec!["--min-group-size", "2"], "SELECT AVG(v) FROM t", "minimum group size"),
+        (vec!["--threshold", "1"], "SELECT AVG(v) FROM t", "drop --threshold"),
+        (vec!["--input-check", "clamp"], "SELECT AVG(v) FROM t", "--input-check off"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--sql".to_string(), sql.to_string(), "--reveal".into(), "final".into()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let (ok, _, err) = concord(&a);
+        assert!(!ok && err.contains(needle), "{sql} {extra:?}: expected {needle:?} in {err}");
+    }
+    let two = tiny(&dir.0, "", &["1.0,p\n", "2.0,q\n"]);
+    let (ok, _, err) = concord(
+        &[two, vec!["--sql".into(), "SELECT AVG(v) FROM t".into(), "--reveal".into(), "final".into()]].concat(),
+    );
+    assert!(!ok && err.contains("three-party"), "{err}");
+}

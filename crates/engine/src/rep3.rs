@@ -753,7 +753,7 @@ impl<T: Transport> Rep3Engine<T> {
     }
 
     /// Division of fixed-point numbers (f fractional bits): `x / y` for
-    /// y != 0 with |y| 2^f < 2^l (l <= 40), |x| 2^f < 2^41 and
+    /// y != 0 with |y| 2^f < 2^l (l <= 56), |x| 2^f < 2^41 and
     /// |x / y| < 2^(62 - l). Division by zero gives 0.
     ///
     /// After Catrina and Saxena (FC 2010, section 3.4), with exact
@@ -771,9 +771,11 @@ impl<T: Transport> Rep3Engine<T> {
     }
 
     /// [`Self::divide`] for numerators up to |X| < 2^x_bits (x_bits <= 62):
-    /// X is first truncated exactly by t = x_bits - 41 bits (a relative
-    /// error below 2^-40), and the final shift shortened by t; the quotient
-    /// bound becomes |x / y| < 2^(62 - l + t).
+    /// X is brought to a 41-bit bound first (exact truncation by
+    /// t = x_bits - 41 bits, or a left shift by -t when the bound is
+    /// smaller, so that small numerators keep their relative precision),
+    /// and the final shift adjusted by t; the quotient bound becomes
+    /// |x / y| < 2^(62 - l + t).
     pub async fn divide_wide(
         &mut self,
         x: &RingShare,
@@ -783,13 +785,20 @@ impl<T: Transport> Rep3Engine<T> {
         x_bits: u32,
     ) -> Result<RingShare, EngineError> {
         const F: u32 = 20;
-        if !(2..=40).contains(&l) || f > l || !(1..=62).contains(&x_bits) {
+        if !(2..=56).contains(&l) || f > 40 || !(1..=62).contains(&x_bits) {
             return Err(EngineError::Usage(format!(
-                "division needs f <= l <= 40 and numerators of at most 62 bits (got f = {f}, l = {l}, {x_bits} bits)"
+                "division needs 2 <= l <= 56, f <= 40 and numerators of at most 62 bits (got f = {f}, l = {l}, \
+                 {x_bits} bits)"
             )));
         }
-        let t = x_bits.saturating_sub(41);
-        let x = if t > 0 { self.truncate(x, t, x_bits + 1).await? } else { x.clone() };
+        // Bring the numerator's bound to 41 bits: exact truncation by t > 0,
+        // or a left shift by -t (so that small numerators keep their precision).
+        let t = x_bits as i32 - 41;
+        let x = match t {
+            t if t > 0 => self.truncate(x, t as u32, x_bits + 1).await?,
+            t if t < 0 => x.scale(1u64 << (-t) as u32),
+            _ => x.clone(),
+        };
         let (me, n) = (self.me(), y.len());
         // (1)
         let neg = self.msb(y, l + 1).await?;
@@ -811,8 +820,13 @@ impl<T: Transport> Rep3Engine<T> {
         // (4)
         let m = self.fixed_mul(&x, &w, F).await?;
         let mv = self.mul(&m, &v).await?;
-        // Q = M v / 2^(l - f - t), a left shift when t > l - f.
-        let q = if l > f + t { self.truncate(&mv, l - f - t, 63).await? } else { mv.scale(1u64 << (f + t - l)) };
+        // Q = M v / 2^(l - f - t), a left shift when l - f - t < 0.
+        let shift = l as i32 - f as i32 - t;
+        let q = match shift {
+            s if s > 0 => self.truncate(&mv, s as u32, 63).await?,
+            s if s < 0 => mv.scale(1u64 << (-s) as u32),
+            _ => mv,
+        };
         // (5)
         let sq = self.mul(&s, &q).await?;
         self.local(q.sub(&sq.scale(2))).await
