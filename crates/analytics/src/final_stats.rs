@@ -23,6 +23,13 @@
 //! CORR) for the two-variable statistics; decided by secure zero tests,
 //! never opened to the parties.
 //!
+//! # Rounds
+//! Every stage (means, C products, zero tests, covariances, square roots,
+//! quotients, products, NULL flags) is one batch over all aggregates and
+//! groups whose columns have the same declared bounds, so the rounds grow
+//! with the number of distinct bound classes (about 600 rounds each), not
+//! with the number of aggregates or groups.
+//!
 //! # Precision
 //! Each division has relative error within about 2^-15 plus a few units of
 //! 2^-16 (see `Rep3Engine::divide`); a statistic goes through at most four
@@ -33,7 +40,7 @@
 use concord_engine::rep3::Rep3Engine;
 use concord_engine::EngineStats;
 use concord_net::{PartyId, Transport};
-use concord_protocol::rep3::{BitShare, RingShare};
+use concord_protocol::rep3::RingShare;
 use concord_query::plan::stats_for;
 use concord_query::{Aggregate, ColumnId, Query, ResultTable, Schema, Stat, StatsPlan, Value};
 use rand_core::RngCore;
@@ -295,18 +302,40 @@ pub async fn party_final<T: Transport, G: RngCore + ?Sized>(
     let pooled = pooled.ok_or_else(|| AnalyticsError::Shares("no input".into()))?;
     let (own, _) = pooled.expose();
     let mut out: Vec<u64> = own.iter().zip(&plan.revealed).map(|(v, r)| if *r { *v } else { 0 }).collect();
+    let mut inputs = Vec::with_capacity(plan.aggs.len());
     for agg in &plan.aggs {
         let gather = |i: Option<usize>| -> Result<RingShare, AnalyticsError> {
             let i = i.unwrap_or(0);
             let idx: Vec<usize> = (0..plan.groups).map(|g| g * stats_per_group + i).collect();
-            pooled.gather(&idx).map_err(|e| AnalyticsError::Engine(e.into()))
+            pooled.gather(&idx).map_err(perr)
         };
         let [n, sx, sy, sxx, syy, sxy] = [0, 1, 2, 3, 4, 5].map(|k| gather(agg.idx[k]));
-        let (value, null) = compute(&mut e, agg, n?, sx?, sy?, sxx?, syy?, sxy?).await?;
-        let (vo, _) = value.expose();
-        let (no, _) = null.expose();
-        out.extend_from_slice(vo);
-        out.extend_from_slice(no);
+        inputs.push(Moments { n: n?, sx: sx?, sy: sy?, sxx: sxx?, syy: syy?, sxy: sxy? });
+    }
+    // Aggregates whose bounds agree share every batch (the divisions' bit
+    // budgets are set by the largest bound of a batch, so mixing columns of
+    // very different ranges would cost precision); classes run one after another.
+    let mut results: Vec<Option<(RingShare, RingShare)>> = vec![None; plan.aggs.len()];
+    let mut classes: Vec<BoundClass> = plan.aggs.iter().map(|a| (a.bits, a.l_n, a.l_v)).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    for class in classes {
+        let members: Vec<usize> = (0..plan.aggs.len())
+            .filter(|&i| plan.aggs.get(i).is_some_and(|a| (a.bits, a.l_n, a.l_v) == class))
+            .collect();
+        let aggs: Vec<FinalAgg> = members.iter().filter_map(|&i| plan.aggs.get(i).cloned()).collect();
+        let moments: Vec<Moments> = members.iter().filter_map(|&i| inputs.get(i).cloned()).collect();
+        for (&i, r) in members.iter().zip(compute_all(&mut e, &aggs, &moments).await?) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    for r in results {
+        let (value, null) =
+            r.ok_or_else(|| AnalyticsError::Shares("internal: an aggregate was not computed".into()))?;
+        out.extend_from_slice(value.expose().0);
+        out.extend_from_slice(null.expose().0);
     }
     e.finish().await?;
     Ok(FinalOutcome { party: me, components: out, stats: e.stats() })
@@ -316,110 +345,323 @@ fn perr(e: concord_protocol::ProtocolError) -> AnalyticsError {
     AnalyticsError::Engine(e.into())
 }
 
-/// C_ab = n S_ab - S_a S_b, exact: one multiplication round.
-async fn cprod<T: Transport>(
-    e: &mut Rep3Engine<T>,
-    n: &RingShare,
-    a: &RingShare,
-    b: &RingShare,
-    ab: &RingShare,
-) -> Result<RingShare, AnalyticsError> {
-    let len = n.len();
-    let p = e.mul(&RingShare::concat(&[n, a]), &RingShare::concat(&[ab, b])).await?;
-    let first = p.slice(0..len).map_err(perr)?;
-    let second = p.slice(len..2 * len).map_err(perr)?;
-    first.sub(&second).map_err(perr)
-}
+/// The bit budgets that decide which aggregates share a batch.
+type BoundClass = ((u32, u32, u32, u32), u32, u32);
 
-/// (C / n) / m in fixed point, m = n (population) or n - 1 (sample).
-async fn covar_fixed<T: Transport>(
-    e: &mut Rep3Engine<T>,
-    c: &RingShare,
-    n: &RingShare,
-    n1: &RingShare,
-    sample: bool,
-    (tbits, cbits, l_n): (u32, u32, u32),
-) -> Result<RingShare, AnalyticsError> {
-    let t = e.divide_wide(c, n, FRAC, l_n, cbits.min(62)).await?;
-    let den = if sample { n1 } else { n };
-    Ok(e.divide_wide(&t, den, 0, l_n, tbits.min(62)).await?)
-}
+/// A NULL flag's first part and, if it is an OR, the second with its place in the product batch.
+type NullParts = (RingShare, Option<(RingShare, core::ops::Range<usize>)>);
 
-#[allow(clippy::too_many_arguments)]
-async fn compute<T: Transport>(
-    e: &mut Rep3Engine<T>,
-    agg: &FinalAgg,
+/// The pooled moments of one aggregate, one element per group.
+#[derive(Clone)]
+struct Moments {
     n: RingShare,
     sx: RingShare,
     sy: RingShare,
     sxx: RingShare,
     syy: RingShare,
     sxy: RingShare,
-) -> Result<(RingShare, RingShare), AnalyticsError> {
+}
+
+/// Vectors gathered from every aggregate into one batch, with the ranges
+/// each aggregate's parts occupy.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<RingShare>,
+    len: usize,
+}
+
+impl Batch {
+    /// Append `v`; returns its element range in the batch.
+    fn push(&mut self, v: &RingShare) -> core::ops::Range<usize> {
+        let r = self.len..self.len + v.len();
+        self.len += v.len();
+        self.parts.push(v.clone());
+        r
+    }
+    fn all(&self) -> RingShare {
+        let refs: Vec<&RingShare> = self.parts.iter().collect();
+        RingShare::concat(&refs)
+    }
+}
+
+fn part(v: &RingShare, r: &core::ops::Range<usize>) -> Result<RingShare, AnalyticsError> {
+    v.slice(r.clone()).map_err(perr)
+}
+
+/// `a OR b` for 0/1 ring values: a + b - ab (`ab` computed by the caller).
+fn or_ring(a: &RingShare, b: &RingShare, ab: &RingShare) -> Result<RingShare, AnalyticsError> {
+    a.add(b).and_then(|v| v.sub(ab)).map_err(perr)
+}
+
+/// Every final statistic of every aggregate, in stages whose vectors batch
+/// all aggregates and groups, so that the rounds do not grow with the
+/// number of aggregates: means; exact C products; zero tests; covariances
+/// (two divisions); square roots; products of standard deviations;
+/// quotients; products for the intercept and R^2; NULL flags. Returns
+/// (value, NULL flag as 0/1) per aggregate.
+async fn compute_all<T: Transport>(
+    e: &mut Rep3Engine<T>,
+    aggs: &[FinalAgg],
+    m: &[Moments],
+) -> Result<Vec<(RingShare, RingShare)>, AnalyticsError> {
     let me = e.me();
-    let g = n.len();
-    let ones = RingShare::public(me, &vec![1; g]);
-    let n1 = n.sub(&ones).map_err(perr)?;
-    let (sbits_x, sbits_y, tbits, cbits) = agg.bits;
-    let l_n = agg.l_n;
-    let b = (tbits, cbits, l_n);
-    // NULL flags: n = 0, n <= 1.
-    let zero_n = e.is_zero(&n, l_n + 1).await?;
-    let zero_n1 = e.is_zero(&n1, l_n + 1).await?;
-    let sample_null = or(e, &zero_n, &zero_n1).await?;
-    let (value, null_bits) = match agg.kind {
-        Kind::Avg => (e.divide_wide(&sx, &n, FRAC, l_n, sbits_x.min(62)).await?, zero_n),
-        Kind::Var(s) | Kind::Stddev(s) | Kind::Covar(s) => {
-            let c = match agg.kind {
-                Kind::Covar(_) => cprod(e, &n, &sx, &sy, &sxy).await?,
-                _ => cprod(e, &n, &sx, &sx, &sxx).await?,
-            };
-            let v = covar_fixed(e, &c, &n, &n1, s, b).await?;
-            let v = if matches!(agg.kind, Kind::Stddev(_)) { sqrt_scaled(e, &v, agg.l_v).await? } else { v };
-            (v, if s { sample_null } else { zero_n })
+    let max = |f: fn(&FinalAgg) -> u32| aggs.iter().map(f).max().unwrap_or(2);
+    let (l_n, l_v) = (max(|a| a.l_n), max(|a| a.l_v));
+    let sbits = max(|a| a.bits.0.max(a.bits.1)).min(62);
+    let (tbits, cbits) = (max(|a| a.bits.2).min(62), max(|a| a.bits.3).min(62));
+    let two_var = |k: Kind| matches!(k, Kind::Corr | Kind::R2);
+    let uses_x_var = |k: Kind| matches!(k, Kind::Corr | Kind::R2 | Kind::Slope | Kind::Intercept);
+    // Stage 1: means (Sx / n, and Sy / n for the intercept).
+    let mut means = Batch::default();
+    let mut means_n = Batch::default();
+    let mut mean_at = Vec::new();
+    for (a, mm) in aggs.iter().zip(m) {
+        let rx = matches!(a.kind, Kind::Avg | Kind::Intercept).then(|| {
+            means_n.push(&mm.n);
+            means.push(&mm.sx)
+        });
+        let ry = (a.kind == Kind::Intercept).then(|| {
+            means_n.push(&mm.n);
+            means.push(&mm.sy)
+        });
+        mean_at.push((rx, ry));
+    }
+    // Stage 2: C products, one multiplication round: n Sab - Sa Sb.
+    let mut lhs = Batch::default();
+    let mut rhs = Batch::default();
+    let mut c_at = Vec::new();
+    for (a, mm) in aggs.iter().zip(m) {
+        let mut add = |x: &RingShare, y: &RingShare, xy: &RingShare| {
+            let r = lhs.push(&mm.n);
+            rhs.push(xy);
+            lhs.push(x);
+            rhs.push(y);
+            r
+        };
+        let cxy = match a.kind {
+            Kind::Avg => None,
+            Kind::Var(_) | Kind::Stddev(_) => Some(add(&mm.sx, &mm.sx, &mm.sxx)),
+            _ => Some(add(&mm.sx, &mm.sy, &mm.sxy)),
+        };
+        let cxx = uses_x_var(a.kind).then(|| add(&mm.sx, &mm.sx, &mm.sxx));
+        let cyy = two_var(a.kind).then(|| add(&mm.sy, &mm.sy, &mm.syy));
+        c_at.push((cxy, cxx, cyy));
+    }
+    let mean_vals =
+        if means.len > 0 { Some(e.divide_wide(&means.all(), &means_n.all(), FRAC, l_n, sbits).await?) } else { None };
+    let prods = if lhs.len > 0 { Some(e.mul(&lhs.all(), &rhs.all()).await?) } else { None };
+    // C = first half (n Sab) minus the next (Sa Sb) of each pushed pair.
+    let c_of = |r: &core::ops::Range<usize>| -> Result<RingShare, AnalyticsError> {
+        let p = prods.as_ref().ok_or_else(|| AnalyticsError::Shares("internal: no products".into()))?;
+        let first = part(p, r)?;
+        let second = part(p, &(r.end..r.end + r.len()))?;
+        first.sub(&second).map_err(perr)
+    };
+    // Stage 3: zero tests of n, n - 1, C_xx, C_yy (one batch, as 0/1 ring values).
+    let ones = |len: usize| RingShare::public(me, &vec![1; len]);
+    let mut zt = Batch::default();
+    let mut z_at = Vec::new();
+    let mut cs = Vec::new();
+    for ((_, mm), (cxy, cxx, cyy)) in aggs.iter().zip(m).zip(&c_at) {
+        let cxy = cxy.as_ref().map(c_of).transpose()?;
+        let cxx = cxx.as_ref().map(c_of).transpose()?;
+        let cyy = cyy.as_ref().map(c_of).transpose()?;
+        let n1 = mm.n.sub(&ones(mm.n.len())).map_err(perr)?;
+        let zn = zt.push(&mm.n);
+        let zn1 = zt.push(&n1);
+        let zx = cxx.as_ref().map(|c| zt.push(c));
+        let zy = cyy.as_ref().map(|c| zt.push(c));
+        z_at.push((zn, zn1, zx, zy, n1));
+        cs.push((cxy, cxx, cyy));
+    }
+    let zero_bits = e.is_zero(&zt.all(), 63).await?;
+    let zeros = e.bit_to_ring(&zero_bits).await?;
+    // Stage 4: covariances (C / n) / m, m = n or n - 1.
+    let mut cov_c = Batch::default();
+    let mut cov_n = Batch::default();
+    let mut cov_m = Batch::default();
+    let mut cov_at = Vec::new();
+    for ((a, mm), ((cxy, cxx, cyy), (_, _, _, _, n1))) in aggs.iter().zip(m).zip(cs.iter().zip(&z_at)) {
+        let sample = matches!(a.kind, Kind::Var(true) | Kind::Stddev(true) | Kind::Covar(true));
+        let mut add = |c: &RingShare| {
+            cov_n.push(&mm.n);
+            cov_m.push(if sample { n1 } else { &mm.n });
+            cov_c.push(c)
+        };
+        cov_at.push((cxy.as_ref().map(&mut add), cxx.as_ref().map(&mut add), cyy.as_ref().map(&mut add)));
+    }
+    let covs = if cov_c.len > 0 {
+        let t = e.divide_wide(&cov_c.all(), &cov_n.all(), FRAC, l_n, cbits).await?;
+        Some(e.divide_wide(&t, &cov_m.all(), 0, l_n, tbits).await?)
+    } else {
+        None
+    };
+    let cov = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
+        match (r, &covs) {
+            (Some(r), Some(c)) => Ok(Some(part(c, r)?)),
+            _ => Ok(None),
         }
-        Kind::Corr | Kind::Slope | Kind::Intercept | Kind::R2 => {
-            let cxy = cprod(e, &n, &sx, &sy, &sxy).await?;
-            let cxx = cprod(e, &n, &sx, &sx, &sxx).await?;
-            let zero_cxx = e.is_zero(&cxx, 63).await?;
-            let null_x = or(e, &zero_n, &zero_cxx).await?;
-            let covar_xy = covar_fixed(e, &cxy, &n, &n1, false, b).await?;
-            let var_x = covar_fixed(e, &cxx, &n, &n1, false, b).await?;
-            match agg.kind {
-                Kind::Slope | Kind::Intercept => {
-                    let slope = e.divide(&covar_xy, &var_x, FRAC, agg.l_v).await?;
-                    if agg.kind == Kind::Slope {
-                        (slope, null_x)
-                    } else {
-                        let mx = e.divide_wide(&sx, &n, FRAC, l_n, sbits_x.min(62)).await?;
-                        let my = e.divide_wide(&sy, &n, FRAC, l_n, sbits_y.min(62)).await?;
-                        let sm = e.fixed_mul(&slope, &mx, FRAC).await?;
-                        (my.sub(&sm).map_err(perr)?, null_x)
-                    }
-                }
-                _ => {
-                    let cyy = cprod(e, &n, &sy, &sy, &syy).await?;
-                    let zero_cyy = e.is_zero(&cyy, 63).await?;
-                    let var_y = covar_fixed(e, &cyy, &n, &n1, false, b).await?;
-                    let sd = sqrt_scaled(e, &RingShare::concat(&[&var_x, &var_y]), agg.l_v).await?;
-                    let sdx = sd.slice(0..g).map_err(perr)?;
-                    let sdy = sd.slice(g..2 * g).map_err(perr)?;
-                    let prod = e.fixed_mul(&sdx, &sdy, FRAC).await?;
-                    let corr = e.divide(&covar_xy, &prod, FRAC, agg.l_v).await?;
-                    if agg.kind == Kind::Corr {
-                        (corr, or(e, &null_x, &zero_cyy).await?)
-                    } else {
-                        // REGR_R2 is 1 when var(y) = 0 (and var(x) > 0).
-                        let r2 = e.fixed_mul(&corr, &corr, FRAC).await?;
-                        let one = RingShare::public(me, &vec![1u64 << FRAC; g]);
-                        (e.select(&zero_cyy, &one, &r2).await?, null_x)
-                    }
+    };
+    // Stage 5: square roots (STDDEV; sd_x, sd_y of CORR and R2).
+    let mut sq = Batch::default();
+    let mut sq_at = Vec::new();
+    for (a, (rxy, rxx, ryy)) in aggs.iter().zip(&cov_at) {
+        sq_at.push(match a.kind {
+            Kind::Stddev(_) => (cov(rxy)?.map(|v| sq.push(&v)), None),
+            k if two_var(k) => (cov(rxx)?.map(|v| sq.push(&v)), cov(ryy)?.map(|v| sq.push(&v))),
+            _ => (None, None),
+        });
+    }
+    let roots = if sq.len > 0 { Some(sqrt_scaled(e, &sq.all(), l_v).await?) } else { None };
+    let root = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
+        match (r, &roots) {
+            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
+            _ => Ok(None),
+        }
+    };
+    // Stage 6: sd_x sd_y for CORR and R2.
+    let mut pa = Batch::default();
+    let mut pb = Batch::default();
+    let mut p_at = Vec::new();
+    for (a, (rx, ry)) in aggs.iter().zip(&sq_at) {
+        p_at.push(match (two_var(a.kind), root(rx)?, root(ry)?) {
+            (true, Some(x), Some(y)) => {
+                pb.push(&y);
+                Some(pa.push(&x))
+            }
+            _ => None,
+        });
+    }
+    let sd_prod = if pa.len > 0 { Some(e.fixed_mul(&pa.all(), &pb.all(), FRAC).await?) } else { None };
+    // Stage 7: quotients covar_xy / var_x (slope, intercept) or / (sd_x sd_y) (corr, r2).
+    let mut qn = Batch::default();
+    let mut qd = Batch::default();
+    let mut q_at = Vec::new();
+    for ((a, (rxy, rxx, _)), pr) in aggs.iter().zip(&cov_at).zip(&p_at) {
+        let den = match (a.kind, pr, &sd_prod) {
+            (Kind::Slope | Kind::Intercept, _, _) => cov(rxx)?,
+            (k, Some(r), Some(p)) if two_var(k) => Some(part(p, r)?),
+            _ => None,
+        };
+        q_at.push(match (den, cov(rxy)?) {
+            (Some(d), Some(num)) if uses_x_var(a.kind) => {
+                qd.push(&d);
+                Some(qn.push(&num))
+            }
+            _ => None,
+        });
+    }
+    let quots = if qn.len > 0 { Some(e.divide(&qn.all(), &qd.all(), FRAC, l_v).await?) } else { None };
+    let quot = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
+        match (r, &quots) {
+            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
+            _ => Ok(None),
+        }
+    };
+    let mean = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
+        match (r, &mean_vals) {
+            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
+            _ => Ok(None),
+        }
+    };
+    // Stage 8: slope * mean_x (intercept), corr * corr (r2), and the NULL ORs, one round.
+    let mut ma = Batch::default();
+    let mut mb = Batch::default();
+    let mut fixed_at = Vec::new();
+    for ((a, q), (mx, _)) in aggs.iter().zip(&q_at).zip(&mean_at) {
+        fixed_at.push(match (a.kind, quot(q)?) {
+            (Kind::Intercept, Some(s)) => mean(mx)?.map(|x| {
+                mb.push(&x);
+                ma.push(&s)
+            }),
+            (Kind::R2, Some(c)) => {
+                mb.push(&c);
+                Some(ma.push(&c))
+            }
+            _ => None,
+        });
+    }
+    let fixed = if ma.len > 0 { Some(e.fixed_mul(&ma.all(), &mb.all(), FRAC).await?) } else { None };
+    let mut oa = Batch::default();
+    let mut ob = Batch::default();
+    let mut or_at: Vec<NullParts> = Vec::new();
+    for (a, (zn, zn1, zx, _, _)) in aggs.iter().zip(&z_at) {
+        let first = part(&zeros, zn)?;
+        let second = match a.kind {
+            Kind::Var(true) | Kind::Stddev(true) | Kind::Covar(true) => Some(part(&zeros, zn1)?),
+            k if uses_x_var(k) => zx.as_ref().map(|r| part(&zeros, r)).transpose()?,
+            _ => None,
+        };
+        or_at.push(match second {
+            Some(sec) => {
+                ob.push(&sec);
+                let r = oa.push(&first);
+                (first, Some((sec, r)))
+            }
+            None => (first, None),
+        });
+    }
+    let or_prod = if oa.len > 0 { Some(e.mul(&oa.all(), &ob.all()).await?) } else { None };
+    // Assemble; CORR's NULL also when var(y) = 0, R2 is 1 when var(y) = 0.
+    let mut sel_b = Batch::default();
+    let mut sel_d = Batch::default();
+    let mut out = Vec::with_capacity(aggs.len());
+    let mut pending = Vec::new();
+    for (i, a) in aggs.iter().enumerate() {
+        let (rxy, _, _) = &cov_at[i];
+        let null = match &or_at[i] {
+            (f, Some((sec, r))) => {
+                let p = or_prod.as_ref().ok_or_else(|| AnalyticsError::Shares("internal: no OR products".into()))?;
+                or_ring(f, sec, &part(p, r)?)?
+            }
+            (f, None) => f.clone(),
+        };
+        let value = match a.kind {
+            Kind::Avg => mean(&mean_at[i].0)?,
+            Kind::Var(_) | Kind::Covar(_) => cov(rxy)?,
+            Kind::Stddev(_) => root(&sq_at[i].0)?,
+            Kind::Corr | Kind::Slope => quot(&q_at[i])?,
+            Kind::Intercept => match (&fixed_at[i], &fixed, mean(&mean_at[i].1)?) {
+                (Some(r), Some(f), Some(my)) => Some(my.sub(&part(f, r)?).map_err(perr)?),
+                _ => None,
+            },
+            Kind::R2 => match (&fixed_at[i], &fixed) {
+                (Some(r), Some(f)) => Some(part(f, r)?),
+                _ => None,
+            },
+        };
+        let value = value.ok_or_else(|| AnalyticsError::Shares(format!("internal: no value for {:?}", a.kind)))?;
+        if two_var(a.kind) {
+            // z_y = [C_yy = 0]: CORR NULL, R2 = 1.
+            let zy = z_at[i].3.as_ref().map(|r| part(&zeros, r)).transpose()?;
+            let zy = zy.ok_or_else(|| AnalyticsError::Shares("internal: no var(y) test".into()))?;
+            let one = RingShare::public(me, &vec![1u64 << FRAC; value.len()]);
+            let d = if a.kind == Kind::Corr {
+                ones(zy.len()).sub(&null).map_err(perr)?
+            } else {
+                one.sub(&value).map_err(perr)?
+            };
+            sel_d.push(&d);
+            pending.push((i, sel_b.push(&zy)));
+        }
+        out.push((value, null));
+    }
+    if sel_b.len > 0 {
+        let prod = e.mul(&sel_b.all(), &sel_d.all()).await?;
+        for (i, r) in pending {
+            let p = part(&prod, &r)?;
+            if let Some((value, null)) = out.get_mut(i) {
+                if aggs.get(i).is_some_and(|a| a.kind == Kind::Corr) {
+                    // null OR z_y = null + z_y (1 - null).
+                    *null = null.add(&p).map_err(perr)?;
+                } else {
+                    // value + z_y (1 - value).
+                    *value = value.add(&p).map_err(perr)?;
                 }
             }
         }
-    };
-    let null = e.bit_to_ring(&null_bits).await?;
-    Ok((value, null))
+    }
+    Ok(out)
 }
 
 /// sqrt of a fixed-point variance below 2^l_v: directly when l_v <= 40,
@@ -436,12 +678,6 @@ async fn sqrt_scaled<T: Transport>(
     let scaled = e.truncate(v, 2 * j, l_v + 1).await?;
     let root = e.sqrt(&scaled, FRAC, L).await?;
     Ok(root.scale(1u64 << j))
-}
-
-async fn or<T: Transport>(e: &mut Rep3Engine<T>, a: &BitShare, b: &BitShare) -> Result<BitShare, AnalyticsError> {
-    let ab = e.and(a, b).await?;
-    let x = a.xor(b).and_then(|v| v.xor(&ab)).map_err(|e| AnalyticsError::Engine(e.into()))?;
-    Ok(x)
 }
 
 /// The analyst's side: add the three parties' components, then build the
