@@ -770,6 +770,12 @@ impl<T: Transport> Rep3Engine<T> {
         self.divide_wide(x, y, f, l, 41).await
     }
 
+    /// Fixed-point reciprocal `1 / y` (f fractional bits): [`Self::divide`] of the constant 1.
+    pub async fn reciprocal(&mut self, y: &RingShare, f: u32, l: u32) -> Result<RingShare, EngineError> {
+        let one = RingShare::public(self.me(), &vec![1u64 << f.min(40); y.len()]);
+        self.divide(&one, y, f, l).await
+    }
+
     /// [`Self::divide`] for numerators up to |X| < 2^x_bits (x_bits <= 62):
     /// X is brought to a 41-bit bound first (exact truncation by
     /// t = x_bits - 41 bits, or a left shift by -t when the bound is

@@ -334,13 +334,18 @@ fn fixed_point_division_and_square_root_are_within_the_documented_bound() {
             let r = e.input(2, (me == 2).then(|| enc(&re)).as_deref(), len).await.unwrap();
             let q = e.divide(&x, &y, F, 40).await.unwrap();
             let s = e.sqrt(&r, F, 40).await.unwrap();
-            let opened = (e.open(&q).await.unwrap(), e.open(&s).await.unwrap());
+            let inv = e.reciprocal(&y, F, 40).await.unwrap();
+            let opened = (e.open(&q).await.unwrap(), e.open(&s).await.unwrap(), e.open(&inv).await.unwrap());
             e.finish().await.unwrap();
             opened
         }
     });
-    for (q, s) in out {
+    for (q, s, inv) in out {
         for k in 0..xs.len() {
+            let got = inv[k] as i64 as f64 / scale;
+            let want = 1.0 / ((ys[k] * scale).round() / scale);
+            let bound = want.abs() * 2f64.powi(-15) + (2.0 + 1.0 / (scale * ys[k].abs())) / scale;
+            assert!((got - want).abs() <= bound, "1 / {} = {want}, got {got}", ys[k]);
             let got = q[k] as i64 as f64 / scale;
             let want = ((xs[k] * scale).round() / scale) / ((ys[k] * scale).round() / scale);
             let bound = want.abs() * 2f64.powi(-15) + (2.0 + 1.0 / (scale * ys[k].abs())) / scale;
