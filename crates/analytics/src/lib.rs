@@ -27,12 +27,14 @@ use concord_engine::{AdditiveEngine, EngineError, EngineStats, Mpc, ShamirEngine
 use concord_math::encoding::{decode_signed, encode_signed};
 use concord_math::{Field, Ring, M127, M61};
 use concord_net::{PartyId, Transport};
-use concord_query::order::{self, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
+use concord_query::order::{self, OrderMethod, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
 use concord_query::Domain;
 use concord_sharing::shamir::{self, ShamirParams};
 use concord_sharing::{additive, ShareVec, SharingError};
 use rand_core::RngCore;
 use zeroize_shim::Wipe;
+
+mod sort;
 
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +361,13 @@ pub struct OrderInput<'a> {
 ///
 /// The share of the sums of suppressed groups is zeroed: it never reaches
 /// the analyst. Every opened value is public to every party.
+///
+/// When `plan.method` is `OrderMethod::ObliviousSort` (exactly 3 parties),
+/// the order statistics and the minimum group size run instead on the
+/// replicated engine by oblivious sort and selection (protocol in the
+/// `sort` module: only the answers, NULL-ness and the suppressed groups are
+/// opened, to every party), then the sums as in [`party`] on the same
+/// connections.
 pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
     net: T,
     scheme: Scheme,
@@ -373,6 +382,9 @@ pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
     let n = net.parties();
     scheme.validate(n)?;
     check_comparison_scheme(scheme, n)?;
+    if let OrderMethod::ObliviousSort { max_rows } = input.plan.method {
+        return sort::party_with_sort(net, scheme, domain, local, input, max_rows, rng).await;
+    }
     let Scheme::Shamir { t } = scheme else {
         return Err(AnalyticsError::Params("order statistics need Shamir sharing".into()));
     };
