@@ -155,7 +155,8 @@ fn local_keys(input: &OrderInput<'_>, sums_len: usize, l: &SortLayout, me: Party
     }
     let mut keys = Vec::with_capacity(l.cells * l.rows + l.cells + input.group_rows.len());
     for (cell, list) in input.sorted.iter().enumerate() {
-        let col = plan.columns.get(cell % ncols.max(1)).ok_or_else(|| format!("party {me}: no column for cell {cell}"))?;
+        let col =
+            plan.columns.get(cell % ncols.max(1)).ok_or_else(|| format!("party {me}: no column for cell {cell}"))?;
         if list.len() > l.rows {
             return Err(format!(
                 "party {me} has more values in one group than the schema's max_rows = {}; the oblivious sort pads \
@@ -169,7 +170,10 @@ fn local_keys(input: &OrderInput<'_>, sums_len: usize, l: &SortLayout, me: Party
                 Some(&v) => {
                     let off = i128::from(v) - i128::from(col.lo);
                     if !(0..=width).contains(&off) {
-                        return Err(format!("party {me} has a value of column #{} outside its declared bounds", col.col));
+                        return Err(format!(
+                            "party {me} has a value of column #{} outside its declared bounds",
+                            col.col
+                        ));
                     }
                     l.key(cell, Some(off as u64))
                 }
@@ -214,9 +218,8 @@ async fn sort_phase<T: Transport>(
         parts.push(rep.input(owner, (owner == me).then_some(mine.as_slice()), len).await?);
     }
     let all = RingShare::concat(&parts.iter().collect::<Vec<_>>());
-    let key_idx: Vec<usize> = (0..cells)
-        .flat_map(|c| (0..3).flat_map(move |o| (0..rows).map(move |s| o * len + c * rows + s)))
-        .collect();
+    let key_idx: Vec<usize> =
+        (0..cells).flat_map(|c| (0..3).flat_map(move |o| (0..rows).map(move |s| o * len + c * rows + s))).collect();
     let keys = ok(all.gather(&key_idx))?;
     let pooled = |offset: usize, n: usize| -> Result<RingShare, AnalyticsError> {
         let mut acc = ok(all.slice(offset..offset + n))?;
@@ -251,7 +254,8 @@ async fn sort_phase<T: Transport>(
     let mut jobs = Vec::with_capacity(groups * nstats);
     for g in 0..groups {
         for (s, os) in plan.stats.iter().enumerate() {
-            let j = plan.column_index(os.col).ok_or_else(|| AnalyticsError::Params("a statistic without column".into()))?;
+            let j =
+                plan.column_index(os.col).ok_or_else(|| AnalyticsError::Params("a statistic without column".into()))?;
             jobs.push(Job { group: g, stat: s, cell: g * ncols + j, num: os.p.num(), den: os.p.den() });
         }
     }

@@ -362,7 +362,9 @@ fn plan_order(
         OrderMethodArg::Sort => MethodChoice::Sort,
     };
     match order.as_mut() {
-        Some(o) => o.choose_method(choice, parties, schema.max_rows).map_err(|e| anyhow!("--order-method sort: {e}"))?,
+        Some(o) => {
+            o.choose_method(choice, parties, schema.max_rows).map_err(|e| anyhow!("--order-method sort: {e}"))?
+        }
         None if method == OrderMethodArg::Sort => {
             bail!("--order-method sort: the query has no MIN, MAX, MEDIAN or PERCENTILE_CONT")
         }
