@@ -76,9 +76,7 @@ impl<T: Transport> Transport for SharedLink<T> {
         self.0.stats()
     }
 
-    fn shutdown(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
+    async fn shutdown(&mut self) {}
 }
 
 fn ok<V>(r: Result<V, ProtocolError>) -> Result<V, AnalyticsError> {
