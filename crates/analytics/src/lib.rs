@@ -36,7 +36,7 @@ use concord_math::encoding::{decode_signed, encode_signed};
 use concord_math::{Field, Ring, M127, M61};
 use concord_net::{PartyId, Transport};
 use concord_query::input_check::{CheckPlan, InputCheck, Lin, Var};
-use concord_query::order::{self, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
+use concord_query::order::{self, OrderMethod, OrderPlan, OrderResults, OrderValue, Search, Target, KAPPA};
 use concord_query::Domain;
 use concord_sharing::shamir::{self, ShamirParams};
 use concord_sharing::{additive, ShareVec, SharingError};
@@ -44,6 +44,7 @@ use rand_core::RngCore;
 use zeroize_shim::Wipe;
 
 pub mod final_stats;
+mod sort;
 
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
@@ -388,6 +389,13 @@ pub struct OrderInput<'a> {
 ///
 /// The share of the sums of suppressed groups is zeroed: it never reaches
 /// the analyst. Every opened value is public to every party.
+///
+/// When `plan.method` is `OrderMethod::ObliviousSort` (exactly 3 parties),
+/// the order statistics and the minimum group size run instead on the
+/// replicated engine by oblivious sort and selection (protocol in the
+/// `sort` module: only the answers, NULL-ness and the suppressed groups are
+/// opened, to every party), then the sums as in [`party`] on the same
+/// connections.
 pub async fn party_with_order<T: Transport, G: RngCore + ?Sized>(
     net: T,
     scheme: Scheme,
@@ -458,6 +466,26 @@ pub async fn party_checked<T: Transport, G: RngCore + ?Sized>(
         Some(c) if order.is_none() => check_input_scheme(c.policy, scheme, n)?,
         _ => check_comparison_scheme(scheme, n)?,
     }
+    if let Some(input) = order {
+        if let OrderMethod::ObliviousSort { max_rows } = input.plan.method {
+            return sort::party_with_sort(net, scheme, domain, local, input, max_rows, check, rng).await;
+        }
+    }
+    shamir_phase(net, scheme, domain, local, order, check, rng).await
+}
+
+/// The Shamir session of [`party_checked`]: the domain search (if `order`)
+/// and the input check (if `check`) over GF(2^127-1), with the sums.
+pub(crate) async fn shamir_phase<T: Transport, G: RngCore + ?Sized>(
+    net: T,
+    scheme: Scheme,
+    domain: Domain,
+    local: &[i128],
+    order: Option<OrderInput<'_>>,
+    check: Option<CheckInput<'_>>,
+    rng: &mut G,
+) -> Result<PartyOutcome, AnalyticsError> {
+    let n = net.parties();
     let Scheme::Shamir { t } = scheme else {
         return Err(AnalyticsError::Params("order statistics and the input check need Shamir sharing".into()));
     };

@@ -11,7 +11,7 @@ use concord_analytics::{AnalyticsError, CheckInput, OrderInput, PartyOutcome, Sc
 use concord_data::LocalOrder;
 use concord_engine::EngineStats;
 use concord_query::input_check::{CheckPlan, InputCheck};
-use concord_query::order::{OrderPlan, OrderResults, OrderValue};
+use concord_query::order::{MethodChoice, OrderMethod, OrderPlan, OrderResults, OrderValue};
 use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
 use rand_chacha::rand_core::SeedableRng;
 
@@ -112,6 +112,23 @@ pub struct RunArgs {
     /// point with 16 fractional bits; exactly three parties).
     #[arg(long, value_enum, default_value = "sums")]
     pub reveal: RevealArg,
+    /// How MIN, MAX, MEDIAN and PERCENTILE_CONT are computed: `search`
+    /// (secure binary search over the declared range, any n >= 3), `sort`
+    /// (oblivious sort of the values padded to max_rows, exactly 3
+    /// parties), or `auto` (sort for small, cheaper cases).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub order_method: OrderMethodArg,
+}
+
+/// `--order-method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OrderMethodArg {
+    /// The planner chooses.
+    Auto,
+    /// Domain search.
+    Search,
+    /// Oblivious sort.
+    Sort,
 }
 
 /// What a party process needs besides its data file (all public).
@@ -132,6 +149,9 @@ struct PartySpecJson {
     /// `--reveal final`: compute the final statistics inside MPC.
     #[serde(default)]
     reveal_final: bool,
+    /// The order method the analyst's planner chose (`true`: oblivious sort).
+    #[serde(default)]
+    order_sort: bool,
 }
 
 /// A party process's result share, sent to the analyst.
@@ -214,7 +234,8 @@ pub fn run_party(a: RunPartyArgs) -> Result<()> {
     let schema = Schema::from_toml(&read(&spec.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
     let query = concord_query::parse(&spec.sql, &schema).map_err(|e| anyhow!("{e}"))?;
     let plan = query.plan(&schema);
-    let order = query.order_plan(&schema, &plan, spec.parties, spec.min_group_size).map_err(|e| anyhow!("{e}"))?;
+    let choice = if spec.order_sort { OrderMethodArg::Sort } else { OrderMethodArg::Search };
+    let order = plan_order(&schema, &query, &plan, spec.parties, spec.min_group_size, choice)?;
     let me_spec = PartySpec { name: format!("{me}"), file: a.file.clone() };
     let (local, local_order) = local_inputs(&schema, &query, &plan, order.as_ref(), std::slice::from_ref(&me_spec))?
         .pop()
@@ -296,6 +317,7 @@ fn execute_processes(
         min_group_size: order.and_then(|o| o.min_group_size),
         input_check: check.map(|(_, p)| p.name().to_string()),
         reveal_final: final_plan.is_some(),
+        order_sort: order.is_some_and(|o| matches!(o.method, OrderMethod::ObliviousSort { .. })),
     };
     let spec = serde_json::to_string(&spec)?;
     let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
@@ -374,6 +396,7 @@ fn execute_processes(
         seconds: start.elapsed().as_secs_f64(),
         stats_per_party: plan.len(),
         order: order.map(|o| o.describe(schema)),
+        order_revealed: order_revealed(order),
         order_stats,
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
         check: check.map(|(c, p)| (c.describe(p, n), p)),
@@ -403,6 +426,7 @@ fn final_output(
         suppressed: 0,
         check: None,
         check_stats: Vec::new(),
+        order_revealed: order_revealed(None),
         reveal_final: Some(format!(
             "final statistics computed inside MPC: {} aggregate(s) over {} group(s), three-party replicated sharing \
              over Z/2^64, fixed point with {} fractional bits (relative error within about 2^-13); the analyst \
@@ -502,6 +526,49 @@ pub struct RunOutput {
     pub check_stats: Vec<EngineStats>,
     /// With `--reveal final`: what was computed inside MPC and revealed.
     pub reveal_final: Option<String>,
+    /// What the interactive phase opens to every computing party.
+    pub order_revealed: &'static str,
+}
+
+/// The plan of the interactive phase with its order method chosen
+/// (`--order-method`; identical at every party).
+fn plan_order(
+    schema: &Schema,
+    query: &Query,
+    plan: &StatsPlan,
+    parties: usize,
+    min_group_size: Option<u64>,
+    method: OrderMethodArg,
+) -> Result<Option<OrderPlan>> {
+    let mut order = query.order_plan(schema, plan, parties, min_group_size).map_err(|e| anyhow!("{e}"))?;
+    let choice = match method {
+        OrderMethodArg::Auto => MethodChoice::Auto,
+        OrderMethodArg::Search => MethodChoice::Search,
+        OrderMethodArg::Sort => MethodChoice::Sort,
+    };
+    match order.as_mut() {
+        Some(o) => {
+            o.choose_method(choice, parties, schema.max_rows).map_err(|e| anyhow!("--order-method sort: {e}"))?
+        }
+        None if method == OrderMethodArg::Sort => {
+            bail!("--order-method sort: the query has no MIN, MAX, MEDIAN or PERCENTILE_CONT")
+        }
+        None => {}
+    }
+    Ok(order)
+}
+
+/// What the interactive phase of `order` opens to every computing party.
+fn order_revealed(order: Option<&OrderPlan>) -> &'static str {
+    match order.map(|o| o.method) {
+        Some(OrderMethod::ObliviousSort { .. }) => {
+            "the order statistics themselves (and which groups are suppressed or have no value); the sort's opened \
+             comparisons are simulatable after its secret shuffle"
+        }
+        _ => {
+            "the opened comparison bits, hence the order statistics (and which groups are suppressed or have no value)"
+        }
+    }
 }
 
 /// The field: GF(2^127-1) when secure comparisons run (the interactive
@@ -715,6 +782,7 @@ pub fn execute_with(
         seconds: start.elapsed().as_secs_f64(),
         stats_per_party,
         order: order.map(|o| o.describe(schema)),
+        order_revealed: order_revealed(order),
         order_stats: outcomes.iter().filter_map(|o| o.order_stats).collect(),
         suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
         check: check.map(|(c, p)| (c.describe(p, n), p)),
@@ -739,7 +807,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let plan = query.plan(&schema);
     let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
     let min_group_size = args.min_group_size.or(schema.min_group_size);
-    let order = query.order_plan(&schema, &plan, parties.len(), min_group_size).map_err(|e| anyhow!("{e}"))?;
+    let order = plan_order(&schema, &query, &plan, parties.len(), min_group_size, args.order_method)?;
     if order.is_some() {
         concord_analytics::check_comparison_scheme(scheme, parties.len()).map_err(|e| anyhow!("{e}"))?;
     }
@@ -859,7 +927,7 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                         "plan": d,
                         "rounds": out.order_stats.iter().map(|s| s.rounds).max().unwrap_or(0),
                         "bytes_per_party": out.order_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
-                        "revealed_to": "all computing parties (opened comparison bits, order statistics, suppressed groups), and the analyst",
+                        "revealed_to": format!("all computing parties, and the analyst: {}", out.order_revealed),
                     })),
                     "suppressed_groups": out.suppressed,
                     "reveal": out.reveal_final.as_ref().map_or(serde_json::json!("sums"), |d| serde_json::json!({ "final": d })),
@@ -918,9 +986,9 @@ fn print_output(out: &RunOutput, format: Format) -> Result<()> {
                     out.order_stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0)
                 );
                 eprintln!(
-                    "revealed to all {} computing parties, not only the analyst: the opened comparison bits, hence \
-                     the order statistics (and which groups are suppressed or have no value)",
-                    out.stats.len()
+                    "revealed to all {} computing parties, not only the analyst: {}",
+                    out.stats.len(),
+                    out.order_revealed
                 );
             }
             if out.suppressed > 0 {

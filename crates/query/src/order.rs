@@ -63,12 +63,19 @@ pub const KAPPA: usize = 40;
 /// Bits of the field GF(2^127-1) in which the comparisons run.
 const FIELD_BITS: usize = 127;
 
-/// How order statistics are computed. Only the domain search exists; an
-/// oblivious sort for small inputs may be added.
+/// How order statistics are computed (chosen by [`OrderPlan::choose_method`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderMethod {
-    /// Binary search over the public value domain with secret counts.
+    /// Binary search over the public value domain with secret counts
+    /// (Shamir, any n >= 3).
     DomainSearch,
+    /// Oblivious sort of every party's values padded to `max_rows`, then
+    /// oblivious selection (replicated engine, exactly 3 parties; see
+    /// [`SortLayout`]).
+    ObliviousSort {
+        /// The schema's per-party row bound: each party pads to it.
+        max_rows: u64,
+    },
 }
 
 /// A numeric column searched by the order statistics, with its public
@@ -155,10 +162,21 @@ impl OrderPlan {
                     )
                 })
                 .collect();
-            let method = match self.method {
-                OrderMethod::DomainSearch => "domain search",
-            };
-            parts.push(format!("order statistics: {method} over {}, {} steps", cols.join(", "), self.steps()));
+            match self.method {
+                OrderMethod::DomainSearch => parts.push(format!(
+                    "order statistics: domain search over {}, {} steps",
+                    cols.join(", "),
+                    self.steps()
+                )),
+                OrderMethod::ObliviousSort { max_rows } => {
+                    let cells = self.groups.saturating_mul(self.columns.len());
+                    let per = if cells > 1 { format!("{cells} x ") } else { String::new() };
+                    parts.push(format!(
+                        "order statistics: oblivious sort of {per}3 x {max_rows} padded values (values in {})",
+                        cols.join(", ")
+                    ));
+                }
+            }
         }
         if let Some(k) = self.min_group_size {
             parts.push(format!("minimum group size {k} (checked in MPC)"));
@@ -404,6 +422,285 @@ pub fn search_in_clear(parties: &[Vec<i64>], lo: i64, hi: i64, p: Fraction) -> O
     Some(OrderValue { lower, upper, remainder: u64::try_from(remainder).ok()? })
 }
 
+// ---------- The oblivious sort ([`OrderMethod::ObliviousSort`]) ----------
+//
+// Each party pads its values of every (group, column) cell to `max_rows`
+// with dummies and inputs one sort key per slot (it knows which of its slots
+// are real): key = cell 2^(B+1) + (1 - valid) 2^B + (v - lo), so one sort of
+// every cell's keys leaves cell c in positions [c M, (c + 1) M) (M = 3
+// max_rows) with its N real values first, ascending. Then, with p = P/D,
+// k = sum_{j=1}^{M-1} [j D <= P (N - 1)] (= floor(p (N - 1)), one batch of
+// comparisons with public j D; k = P (N - 1) when D = 1), r = P (N - 1) - k D,
+// x_k = sum_i [i = k] x_i, x_{k+1} = sum_i [i = k + 1] x_i, and the answer
+// times D, D x_k + r (x_{k+1} - x_k), is exact. When k = N - 1, r = 0, so
+// x_{k+1} (a dummy or nothing) has weight 0. [`sort_select_in_clear`] is
+// the same computation in plaintext.
+
+/// Largest total padded size (3 x `max_rows` x groups x columns) for which
+/// the planner considers the oblivious sort on its own (`auto`).
+pub const SORT_AUTO_MAX_VALUES: u64 = 20_000;
+
+/// Largest total padded size for which the oblivious sort can be forced.
+pub const SORT_MAX_VALUES: u64 = 1 << 20;
+
+/// Seconds per communication round assumed by the cost estimates (a LAN).
+pub const ROUND_SECONDS: f64 = 1e-3;
+
+/// Bytes per second per party assumed by the cost estimates.
+pub const BYTES_PER_SECOND: f64 = 1e8;
+
+/// The method asked for (`concord run --order-method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MethodChoice {
+    /// The oblivious sort when it is possible, small (at most
+    /// [`SORT_AUTO_MAX_VALUES`] padded values) and estimated cheaper; else
+    /// the domain search.
+    #[default]
+    Auto,
+    /// Always the domain search.
+    Search,
+    /// The oblivious sort, or an error saying why it is impossible.
+    Sort,
+}
+
+/// Public sizes and bit lengths of the oblivious sort (identical at every party).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortLayout {
+    /// Slots per party and cell (the schema's `max_rows`).
+    pub rows: usize,
+    /// Padded values per cell, M = 3 `rows`.
+    pub padded: usize,
+    /// Cells: groups x searched columns.
+    pub cells: usize,
+    /// B: every v - lo is below 2^B.
+    pub value_bits: u32,
+    /// Signed bit length of the keys, for the sort.
+    pub sort_bits: u32,
+    /// Signed bit length of P (N - 1) - j D.
+    pub rank_bits: u32,
+    /// Signed bit length of k - i and of N - 1.
+    pub index_bits: u32,
+    /// Signed bit length of COUNT(*) - k_min (minimum group size).
+    pub gate_bits: u32,
+}
+
+impl SortLayout {
+    /// Total padded values sorted: cells x M.
+    pub fn total(&self) -> usize {
+        self.cells.saturating_mul(self.padded)
+    }
+
+    /// The lowest key of a cell, c 2^(B+1).
+    pub fn cell_base(&self, cell: usize) -> u64 {
+        (cell as u64) << (self.value_bits + 1)
+    }
+
+    /// The sort key of a slot: `Some(v - lo)` for a real value, `None` for a dummy.
+    pub fn key(&self, cell: usize, offset: Option<u64>) -> u64 {
+        self.cell_base(cell).wrapping_add(offset.unwrap_or(1u64 << self.value_bits))
+    }
+}
+
+/// Estimated rounds and bytes sent per party.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CostEstimate {
+    /// Communication rounds.
+    pub rounds: u64,
+    /// Bytes sent per party.
+    pub bytes: u64,
+}
+
+impl CostEstimate {
+    /// rounds x [`ROUND_SECONDS`] + bytes / [`BYTES_PER_SECOND`].
+    pub fn seconds(&self) -> f64 {
+        self.rounds as f64 * ROUND_SECONDS + self.bytes as f64 / BYTES_PER_SECOND
+    }
+}
+
+fn ceil_log2(m: u128) -> u32 {
+    if m <= 1 {
+        0
+    } else {
+        128 - (m - 1).leading_zeros()
+    }
+}
+
+/// Rounds of a replicated comparison (sign) on k bits.
+fn rep3_msb_rounds(k: u32) -> u64 {
+    2 + u64::from(ceil_log2(u128::from(k.saturating_sub(2))))
+}
+
+/// Rounds of a Shamir LTZ on k bits (n = 3, t = 1, kappa = 40).
+fn shamir_ltz_rounds(k: usize) -> u64 {
+    5 + u64::from(ceil_log2(k.saturating_sub(1) as u128))
+}
+
+/// Field elements (16 bytes) a resharing party sends per Shamir LTZ on k bits.
+fn shamir_ltz_elements(k: usize) -> u64 {
+    ((k + KAPPA) * 3 + 1 + 2 * k.saturating_sub(2)) as u64
+}
+
+impl OrderPlan {
+    /// The layout of the oblivious sort for `parties` parties with the
+    /// schema's `max_rows`, or why it is impossible.
+    pub fn sort_layout(&self, parties: usize, max_rows: u64) -> Result<SortLayout, String> {
+        if parties != 3 {
+            return Err(format!("it runs on the three-party replicated engine, and this query has {parties} parties"));
+        }
+        if !self.has_order_stats() {
+            return Err("the query has no MIN, MAX, MEDIAN or PERCENTILE_CONT to sort for".into());
+        }
+        let cells = self.groups.saturating_mul(self.columns.len());
+        let total = u128::from(max_rows).saturating_mul(3).saturating_mul(cells as u128);
+        if total > u128::from(SORT_MAX_VALUES) {
+            return Err(format!(
+                "it would sort {total} padded values (3 parties x max_rows {max_rows} x {cells} groups and columns), \
+                 more than the {SORT_MAX_VALUES} it accepts; lower max_rows in the schema"
+            ));
+        }
+        let rows = usize::try_from(max_rows).map_err(|_| format!("max_rows {max_rows} does not fit this machine"))?;
+        let padded = rows.saturating_mul(3);
+        let width = self.columns.iter().map(|c| i128::from(c.hi) - i128::from(c.lo)).max().unwrap_or(0).max(0);
+        let value_bits = bit_len(width as u128) as u32;
+        let key_len = bit_len((cells as u128) << (value_bits + 1)) as u32;
+        let sort_bits = key_len + 1;
+        let shift = ceil_log2(total);
+        if sort_bits + shift > 62 {
+            return Err(format!(
+                "its keys need {} bits (value range {width}, {cells} cells, {total} positions); at most 62 are supported",
+                sort_bits + shift
+            ));
+        }
+        let max_den = self.stats.iter().map(|s| s.p.den()).max().unwrap_or(1);
+        let rank_bits = bit_len(u128::from(max_den) * padded as u128) as u32 + 1;
+        let magnitude = self.columns.iter().map(|c| c.lo.unsigned_abs().max(c.hi.unsigned_abs())).max().unwrap_or(0);
+        if rank_bits > 62 || u128::from(max_den) * u128::from(magnitude) >= 1u128 << 62 {
+            return Err(format!(
+                "the answers times the denominator {max_den} of p would not fit 62 bits (values up to {magnitude})"
+            ));
+        }
+        let index_bits = bit_len(padded as u128) as u32 + 1;
+        let gate = u128::from(self.min_group_size.unwrap_or(0)).max(padded as u128);
+        let gate_bits = bit_len(gate) as u32 + 1;
+        if gate_bits > 62 {
+            return Err(format!("the minimum group size {gate} needs {gate_bits}-bit comparisons; at most 62"));
+        }
+        Ok(SortLayout { rows, padded, cells, value_bits, sort_bits, rank_bits, index_bits, gate_bits })
+    }
+
+    /// Estimated cost of the oblivious sort (replicated engine, Z/2^64):
+    /// input, gate, shuffle, about 2.5 log2(n) quicksort levels (measured:
+    /// 16 levels for n = 300, 32 for n = 3000) of one
+    /// comparison and one opening with about 1.39 n log2(n) comparisons of
+    /// 4 ANDs per key bit, the rank comparisons, the selections and the
+    /// final multiplication and opening.
+    pub fn sort_cost(&self, l: &SortLayout) -> CostEstimate {
+        let n = l.total().max(2) as f64;
+        let lg = n.log2();
+        let key = l.sort_bits + ceil_log2(l.total() as u128) + 1;
+        let levels = (2.5 * lg).ceil() as u64;
+        let comparisons = (1.39 * n * lg) as u64;
+        let jobs = (self.groups * self.stats.len()) as u64;
+        let m = l.padded as u64;
+        let gate = u64::from(self.min_group_size.is_some());
+        let rounds = 3
+            + gate * (rep3_msb_rounds(l.gate_bits + 1) + 1)
+            + 3
+            + levels * (rep3_msb_rounds(key) + 1)
+            + rep3_msb_rounds(l.rank_bits)
+            + 1
+            + 1
+            + u64::from(ceil_log2(u128::from(l.index_bits)))
+            + 4;
+        let bytes = 8 * n as u64 * 3
+            + comparisons * u64::from(4 * key) / 8
+            + jobs * m * (u64::from(4 * l.rank_bits) / 8 + 8)
+            + 2 * jobs * m * (u64::from(l.index_bits) / 8 + 16);
+        CostEstimate { rounds, bytes }
+    }
+
+    /// Estimated cost of the domain search (Shamir over GF(2^127-1), n = 3,
+    /// t = 1): the input, the count comparisons and openings, then per step
+    /// one input, one LTZ and one opening, then the remainder.
+    pub fn search_cost(&self) -> CostEstimate {
+        let steps = u64::from(self.steps());
+        let cells = (self.groups * self.columns.len()) as u64;
+        let jobs: u64 = self.groups as u64 * self.stats.iter().map(|s| 1 + u64::from(needs_upper(s.p))).sum::<u64>();
+        let gate = if self.min_group_size.is_some() { self.groups as u64 } else { 0 };
+        let rounds = 1 + shamir_ltz_rounds(self.count_bits) + 2 + steps * (2 + shamir_ltz_rounds(self.search_bits)) + 2;
+        let bytes = 16
+            * ((cells + gate) * shamir_ltz_elements(self.count_bits)
+                + jobs * steps * (shamir_ltz_elements(self.search_bits) + 3));
+        CostEstimate { rounds, bytes }
+    }
+
+    /// Set [`OrderPlan::method`] (identically at every party): the domain
+    /// search, the oblivious sort, or with [`MethodChoice::Auto`] the sort
+    /// when it is possible, at most [`SORT_AUTO_MAX_VALUES`] padded values
+    /// and estimated cheaper than the search. `Sort` when impossible is an
+    /// error naming the reason.
+    pub fn choose_method(&mut self, choice: MethodChoice, parties: usize, max_rows: u64) -> Result<(), QueryError> {
+        self.method = OrderMethod::DomainSearch;
+        match choice {
+            MethodChoice::Search => {}
+            MethodChoice::Sort => {
+                self.sort_layout(parties, max_rows)
+                    .map_err(|why| QueryError::Invalid(format!("the oblivious sort is impossible: {why}")))?;
+                self.method = OrderMethod::ObliviousSort { max_rows };
+            }
+            MethodChoice::Auto => {
+                if let Ok(l) = self.sort_layout(parties, max_rows) {
+                    if l.total() as u64 <= SORT_AUTO_MAX_VALUES
+                        && self.sort_cost(&l).seconds() < self.search_cost().seconds()
+                    {
+                        self.method = OrderMethod::ObliviousSort { max_rows };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The exact answer from the opened D x answer of the sort:
+/// `lower` = floor(a / D), `upper` = `lower` + 1 and `remainder` = a mod D
+/// when D does not divide a, so that [`OrderValue::interpolate`] gives a / D.
+pub fn sort_answer(times_den: i64, den: u64) -> OrderValue {
+    let d = i128::from(den.max(1));
+    let a = i128::from(times_den);
+    let lower = a.div_euclid(d);
+    let remainder = a.rem_euclid(d);
+    let lower64 = i64::try_from(lower).unwrap_or(if lower < 0 { i64::MIN } else { i64::MAX });
+    let upper = if remainder == 0 { lower64 } else { lower64.saturating_add(1) };
+    OrderValue { lower: lower64, upper, remainder: remainder as u64 }
+}
+
+/// The oblivious sort's selection (module comment above) in plaintext on
+/// the parties' values of one cell padded to `rows` each: the opened
+/// D x answer, `None` when N = 0. For tests and as an executable specification.
+pub fn sort_select_in_clear(parties: &[Vec<i64>], rows: usize, p: Fraction) -> Option<i128> {
+    let (big_p, big_d) = (i128::from(p.num()), i128::from(p.den()));
+    let mut slots: Vec<(bool, i64)> = Vec::new();
+    for values in parties {
+        slots.extend(values.iter().map(|v| (false, *v)));
+        slots.extend(std::iter::repeat_n((true, 0), rows.saturating_sub(values.len())));
+    }
+    slots.sort();
+    let n = parties.iter().map(|v| v.len() as i128).sum::<i128>();
+    if n == 0 {
+        return None;
+    }
+    let rank = big_p * (n - 1);
+    let k: i128 =
+        if big_d == 1 { rank } else { (1..slots.len() as i128).filter(|j| j * big_d <= rank).count() as i128 };
+    let r = rank - k * big_d;
+    let pick = |i: i128| -> i128 {
+        slots.iter().enumerate().filter(|(at, _)| *at as i128 == i).map(|(_, (_, v))| i128::from(*v)).sum()
+    };
+    let (xk, xk1) = (pick(k), pick(k + 1));
+    Some(big_d * xk + r * (xk1 - xk))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +722,38 @@ mod tests {
         assert_eq!(Fraction::new(1, 0), None);
         assert_eq!(Fraction::new(1, 1_000_001), None);
         assert_eq!(Fraction::new(0, 7).map(|f| (f.num(), f.den())), Some((0, 1)));
+    }
+
+    #[test]
+    fn sort_selection_matches_percentile_cont() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for round in 0..200 {
+            let rows = 1 + (round % 6);
+            let parties: Vec<Vec<i64>> =
+                (0..3).map(|_| (0..next() as usize % (rows + 1)).map(|_| next() as i64 % 9 - 4).collect()).collect();
+            let mut pooled: Vec<i64> = parties.concat();
+            pooled.sort_unstable();
+            for (num, den) in [(0, 1), (1, 1), (1, 2), (3, 10), (19, 20), (1, 3)] {
+                let p = Fraction::new(num, den).unwrap();
+                let got =
+                    sort_select_in_clear(&parties, rows, p).map(|a| sort_answer(a as i64, p.den()).interpolate(p));
+                let want = percentile_cont_sorted(&pooled, p);
+                assert_eq!(got, want, "{parties:?} p = {num}/{den}");
+            }
+        }
+    }
+
+    #[test]
+    fn sort_answers_are_exact() {
+        let half = Fraction::new(1, 2).unwrap();
+        assert_eq!(sort_answer(-7, 2), OrderValue { lower: -4, upper: -3, remainder: 1 });
+        assert_eq!(sort_answer(-7, 2).interpolate(half), BigRational::new(BigInt::from(-7), BigInt::from(2)));
+        assert_eq!(sort_answer(8, 2), OrderValue { lower: 4, upper: 4, remainder: 0 });
+        assert_eq!(sort_answer(5, 1), OrderValue { lower: 5, upper: 5, remainder: 0 });
     }
 
     #[test]

@@ -221,3 +221,40 @@ fn schema_min_group_size() {
         assert!(e.to_string().contains("min_group_size"), "{e}");
     }
 }
+
+#[test]
+fn the_planner_chooses_the_order_method() {
+    use concord_query::order::{MethodChoice, OrderMethod};
+    let schema = |max_rows: u64| {
+        concord_query::Schema::from_toml(&format!(
+            "table = \"t\"\nmax_rows = {max_rows}\n[[column]]\nname = \"x\"\ntype = \"int\"\nmin = -1000000\nmax = 1000000\n"
+        ))
+        .unwrap()
+    };
+    let plan_for = |max_rows: u64, parties: usize, choice: MethodChoice| {
+        let s = schema(max_rows);
+        let q = parse("SELECT MEDIAN(x) FROM t", &s).unwrap();
+        let mut o = q.order_plan(&s, &q.plan(&s), parties, None).unwrap().unwrap();
+        o.choose_method(choice, parties, max_rows).map(|()| o)
+    };
+    // Small, wide domain (21 steps), 3 parties: the sort is cheaper.
+    let small = plan_for(100, 3, MethodChoice::Auto).unwrap();
+    assert_eq!(small.method, OrderMethod::ObliviousSort { max_rows: 100 });
+    let l = small.sort_layout(3, 100).unwrap();
+    assert_eq!((l.padded, l.cells, l.total()), (300, 1, 300));
+    assert!(small.sort_cost(&l).seconds() < small.search_cost().seconds());
+    assert!(small.describe(&schema(100)).contains("oblivious sort of 3 x 100 padded values"));
+    // Beyond the auto threshold, or 4 parties, or forced: the search.
+    assert_eq!(plan_for(10_000, 3, MethodChoice::Auto).unwrap().method, OrderMethod::DomainSearch);
+    assert_eq!(plan_for(100, 4, MethodChoice::Auto).unwrap().method, OrderMethod::DomainSearch);
+    assert_eq!(plan_for(100, 3, MethodChoice::Search).unwrap().method, OrderMethod::DomainSearch);
+    // Forced sort: beyond the auto threshold it still runs; 4 parties is refused.
+    assert_eq!(
+        plan_for(10_000, 3, MethodChoice::Sort).unwrap().method,
+        OrderMethod::ObliviousSort { max_rows: 10_000 }
+    );
+    let e = plan_for(100, 4, MethodChoice::Sort).unwrap_err();
+    assert!(e.to_string().contains("4 parties"), "{e}");
+    let e = plan_for(1 << 30, 3, MethodChoice::Sort).unwrap_err();
+    assert!(e.to_string().contains("lower max_rows"), "{e}");
+}
