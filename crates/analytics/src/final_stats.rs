@@ -384,6 +384,14 @@ impl Batch {
     }
 }
 
+/// The part `r` of a stage's output, if the stage ran and the part exists.
+fn pick(batch: &Option<RingShare>, r: &Option<core::ops::Range<usize>>) -> Result<Option<RingShare>, AnalyticsError> {
+    match (r, batch) {
+        (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
+        _ => Ok(None),
+    }
+}
+
 fn part(v: &RingShare, r: &core::ops::Range<usize>) -> Result<RingShare, AnalyticsError> {
     v.slice(r.clone()).map_err(perr)
 }
@@ -496,12 +504,7 @@ async fn compute_all<T: Transport>(
     } else {
         None
     };
-    let cov = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
-        match (r, &covs) {
-            (Some(r), Some(c)) => Ok(Some(part(c, r)?)),
-            _ => Ok(None),
-        }
-    };
+    let cov = |r: &Option<core::ops::Range<usize>>| pick(&covs, r);
     // Stage 5: square roots (STDDEV; sd_x, sd_y of CORR and R2).
     let mut sq = Batch::default();
     let mut sq_at = Vec::new();
@@ -513,12 +516,7 @@ async fn compute_all<T: Transport>(
         });
     }
     let roots = if sq.len > 0 { Some(sqrt_scaled(e, &sq.all(), l_v).await?) } else { None };
-    let root = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
-        match (r, &roots) {
-            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
-            _ => Ok(None),
-        }
-    };
+    let root = |r: &Option<core::ops::Range<usize>>| pick(&roots, r);
     // Stage 6: sd_x sd_y for CORR and R2.
     let mut pa = Batch::default();
     let mut pb = Batch::default();
@@ -552,18 +550,8 @@ async fn compute_all<T: Transport>(
         });
     }
     let quots = if qn.len > 0 { Some(e.divide(&qn.all(), &qd.all(), FRAC, l_v).await?) } else { None };
-    let quot = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
-        match (r, &quots) {
-            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
-            _ => Ok(None),
-        }
-    };
-    let mean = |r: &Option<core::ops::Range<usize>>| -> Result<Option<RingShare>, AnalyticsError> {
-        match (r, &mean_vals) {
-            (Some(r), Some(v)) => Ok(Some(part(v, r)?)),
-            _ => Ok(None),
-        }
-    };
+    let quot = |r: &Option<core::ops::Range<usize>>| pick(&quots, r);
+    let mean = |r: &Option<core::ops::Range<usize>>| pick(&mean_vals, r);
     // Stage 8: slope * mean_x (intercept), corr * corr (r2), and the NULL ORs, one round.
     let mut ma = Batch::default();
     let mut mb = Batch::default();

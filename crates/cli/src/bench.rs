@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use concord_engine::rep3::{Extremum, Rep3Engine};
-use concord_engine::{AdditiveEngine, EngineError, Mpc, ShamirEngine};
+use concord_engine::{AdditiveEngine, EngineError, EngineStats, Mpc, ShamirEngine};
 use concord_math::{batch, Field, Ring, M127, M61, Z64};
 use concord_net::sim::{self, LinkParams};
 use concord_net::Transport;
@@ -331,22 +331,42 @@ async fn run_workload<M: Mpc>(
     });
     let correct = opened == expect;
     mpc.finish().await?;
-    Ok(PartyReport {
-        party: me,
-        setup_seconds,
-        preprocessing_seconds,
-        online_seconds,
-        online_rounds: after.rounds - before.rounds,
-        online_bytes_sent: after.bytes_sent - before.bytes_sent,
-        online_bytes_received: after.bytes_received - before.bytes_received,
-        setup_bytes_sent: before.bytes_sent,
-        preprocessing_rounds: 0,
-        preprocessing_bytes_sent: 0,
-        total_rounds: mpc.stats().rounds,
-        wire_bytes_sent: 0,
-        peak_rss_bytes: 0,
-        correct,
-    })
+    let times = (setup_seconds, preprocessing_seconds, online_seconds);
+    Ok(PartyReport::new(me, times, before, after, EngineStats::default(), mpc.stats().rounds, 0, correct))
+}
+
+impl PartyReport {
+    /// A report from the phase timings (setup, preprocessing, online), the
+    /// counters before and after the online phase, the preprocessing counters,
+    /// the total rounds and the transport's wire bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        party: usize,
+        (setup_seconds, preprocessing_seconds, online_seconds): (f64, f64, f64),
+        before: EngineStats,
+        after: EngineStats,
+        pre: EngineStats,
+        total_rounds: u64,
+        wire_bytes_sent: u64,
+        correct: bool,
+    ) -> Self {
+        PartyReport {
+            party,
+            setup_seconds,
+            preprocessing_seconds,
+            online_seconds,
+            online_rounds: after.rounds - before.rounds,
+            online_bytes_sent: after.bytes_sent - before.bytes_sent,
+            online_bytes_received: after.bytes_received - before.bytes_received,
+            setup_bytes_sent: before.bytes_sent,
+            preprocessing_rounds: pre.rounds,
+            preprocessing_bytes_sent: pre.bytes_sent,
+            total_rounds,
+            wire_bytes_sent,
+            peak_rss_bytes: 0,
+            correct,
+        }
+    }
 }
 
 /// Signed 32-bit inputs of party `p`: the values of [`inputs`], sign-extended.
@@ -533,22 +553,9 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
         _ => opened == expect,
     };
     e.finish().await?;
-    Ok(PartyReport {
-        party: me,
-        setup_seconds,
-        preprocessing_seconds,
-        online_seconds,
-        online_rounds: after.rounds - before.rounds,
-        online_bytes_sent: after.bytes_sent - before.bytes_sent,
-        online_bytes_received: after.bytes_received - before.bytes_received,
-        setup_bytes_sent: before.bytes_sent,
-        preprocessing_rounds: pre.rounds,
-        preprocessing_bytes_sent: pre.bytes_sent,
-        total_rounds: e.stats().rounds,
-        wire_bytes_sent: e.session().transport().stats().wire_bytes_sent,
-        peak_rss_bytes: 0,
-        correct,
-    })
+    let times = (setup_seconds, preprocessing_seconds, online_seconds);
+    let wire = e.session().transport().stats().wire_bytes_sent;
+    Ok(PartyReport::new(me, times, before, after, pre, e.stats().rounds, wire, correct))
 }
 
 async fn shamir<F: Field, T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<PartyReport, EngineError> {
