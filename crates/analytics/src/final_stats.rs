@@ -256,8 +256,8 @@ impl FinalPlan {
 }
 
 /// One party's share of the analyst's output: its first component of every
-/// value (the analyst adds the three parties' components). **Secret**.
-#[derive(Debug)]
+/// value (the analyst adds the three parties' components). **Secret**:
+/// `Debug` prints only the length.
 pub struct FinalOutcome {
     /// Our party index.
     pub party: PartyId,
@@ -267,6 +267,15 @@ pub struct FinalOutcome {
     pub stats: EngineStats,
 }
 
+impl core::fmt::Debug for FinalOutcome {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FinalOutcome(party {}, {} components, redacted)", self.party, self.components.len())
+    }
+}
+
+/// A local statistic in Z/2^64. Sums that wrap are fine: every quantity the
+/// plan divides or tests (S, C = n S_ab - S_a S_b) is checked to fit 62 bits,
+/// and arithmetic mod 2^64 gives it exactly.
 fn ring(v: i128) -> u64 {
     v as u64
 }
@@ -281,8 +290,6 @@ pub async fn party_final<T: Transport, G: RngCore + ?Sized>(
     local: &[i128],
     rng: &mut G,
 ) -> Result<FinalOutcome, AnalyticsError> {
-    let mut e = Rep3Engine::new(net, rng).await?;
-    let me = e.me();
     let len = local.len();
     if len != plan.revealed.len() || stats_per_group * plan.groups != len {
         return Err(AnalyticsError::Shares(format!(
@@ -290,6 +297,8 @@ pub async fn party_final<T: Transport, G: RngCore + ?Sized>(
             plan.groups
         )));
     }
+    let mut e = Rep3Engine::new(net, rng).await?;
+    let me = e.me();
     let mine: Vec<u64> = local.iter().map(|v| ring(*v)).collect();
     let mut pooled: Option<RingShare> = None;
     for owner in 0..3 {
