@@ -191,7 +191,9 @@ impl<T: Transport> Rep3Engine<T> {
         if me == owner {
             let values = values.unwrap_or_default();
             if values.len() != len {
-                return Err(EngineError::Usage(format!("{} input values given, {len} declared", values.len())));
+                // Only the owner can see this: tell the peers instead of leaving them waiting.
+                let err = EngineError::Usage(format!("{} input values given, {len} declared", values.len()));
+                return self.session.guard(Err(err)).await;
             }
             let own = self.stream_from(prev(me), len)?;
             let nxt = self.stream_to(next(me), len)?;
