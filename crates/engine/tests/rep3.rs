@@ -392,3 +392,24 @@ fn wide_division_keeps_its_relative_precision() {
         }
     }
 }
+
+#[test]
+fn a_party_that_leaves_mid_protocol_gives_a_clean_error_naming_it() {
+    let out = run_parties(net(3), |n| async move {
+        let mut e = engine(n).await;
+        let me = e.me();
+        let x = e.input(0, (me == 0).then_some(&[1u64, 2, 3][..]), 3).await.unwrap();
+        if me == 2 {
+            // Crash: drop the engine (and its transport) without a goodbye.
+            drop(e);
+            return None;
+        }
+        let r = e.less_than(&x, &x, 32).await;
+        Some(r.err().map(|err| (err.culprit(), err.to_string())))
+    });
+    for (p, o) in out.into_iter().enumerate().take(2) {
+        let (culprit, msg) = o.flatten().unwrap_or_else(|| panic!("party {p} did not fail"));
+        // Directly (culprit 2), or through the abort of a peer that saw it first.
+        assert!(culprit == Some(2) || msg.contains("party 2"), "party {p}: {culprit:?} {msg}");
+    }
+}
