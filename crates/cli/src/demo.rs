@@ -16,7 +16,10 @@ use concord_query::{Schema, Value};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
-use crate::run::{choose_scheme, execute, local_statistics, value_text, PartySpec};
+use crate::run::{
+    choose_scheme, execute, execute_with, local_inputs, local_statistics, plan_order, value_text, OrderMethodArg,
+    PartySpec, Phases,
+};
 
 const SCHEMA: &str = r#"
 table = "patients"
@@ -295,7 +298,28 @@ fn queries() -> Vec<DemoQuery> {
                 vec![vec![Value::Array(ols(&y, &xs).into_iter().map(f).collect())]]
             },
         },
+        DemoQuery {
+            title: "Median age and the 90th percentile of BMI (secure comparisons; the answers are opened to the hospitals too)",
+            sql: "SELECT MEDIAN(age), PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY bmi) FROM patients",
+            plain: |all| {
+                let r: Vec<&Patient> = all.iter().collect();
+                let age = col(&r, |p| p.age as f64);
+                let bmi = col(&r, |p| p.bmi10 as f64 / 10.0);
+                vec![vec![f(percentile_cont(&age, 0.5)), f(percentile_cont(&bmi, 0.9))]]
+            },
+        },
     ]
+}
+
+/// PostgreSQL's `percentile_cont`: linear interpolation at p (N - 1) over the sorted values.
+fn percentile_cont(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let h = p * (s.len().saturating_sub(1)) as f64;
+    let (lo, frac) = (h.floor() as usize, h - h.floor());
+    let a = s.get(lo).copied().unwrap_or(f64::NAN);
+    let b = s.get(lo + 1).copied().unwrap_or(a);
+    a + frac * (b - a)
 }
 
 /// Equal as integers, or within a relative 1e-9 as numbers.
@@ -354,8 +378,16 @@ pub fn run() -> Result<()> {
     for (i, q) in queries().iter().enumerate() {
         let query = concord_query::parse(q.sql, &schema).map_err(|e| anyhow!("{}: {e}", q.sql))?;
         let plan = query.plan(&schema);
-        let locals = local_statistics(&schema, &query, &plan, &parties)?;
-        let out = execute(&schema, &query, &plan, locals, scheme)?;
+        let order = plan_order(&schema, &query, &plan, parties.len(), None, OrderMethodArg::Auto)?;
+        let out = if order.is_some() {
+            let locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
+            let phases = Phases { order: order.as_ref(), check: None, final_plan: None };
+            let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
+            execute_with(&schema, &query, &plan, locals, phases, scheme, &names)?
+        } else {
+            let locals = local_statistics(&schema, &query, &plan, &parties)?;
+            execute(&schema, &query, &plan, locals, scheme)?
+        };
         let plain = (q.plain)(&pooled);
         println!("{}. {}", i + 1, q.title);
         println!("   {}", q.sql);

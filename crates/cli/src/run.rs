@@ -532,7 +532,7 @@ pub struct RunOutput {
 
 /// The plan of the interactive phase with its order method chosen
 /// (`--order-method`; identical at every party).
-fn plan_order(
+pub fn plan_order(
     schema: &Schema,
     query: &Query,
     plan: &StatsPlan,
