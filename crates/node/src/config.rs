@@ -219,9 +219,33 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// The parser's message on one line.
+/// The parser's message on one line: `POSITION (`SOURCE LINE`): MESSAGE`.
 fn one_line(e: &toml::de::Error) -> String {
-    e.to_string().lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+    let text = e.to_string();
+    let mut position = None;
+    let mut source = None;
+    let mut message = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once('|') {
+            Some((before, after)) if before.trim().chars().all(|c| c.is_ascii_digit()) => {
+                let after = after.trim();
+                if !before.trim().is_empty() && !after.is_empty() {
+                    source = Some(after.to_owned());
+                }
+            }
+            _ if position.is_none() && line.starts_with("TOML parse error") => position = Some(line.to_owned()),
+            _ => message.push(line),
+        }
+    }
+    let mut out = position.unwrap_or_default();
+    if let Some(source) = source {
+        out.push_str(&format!(" (`{source}`)"));
+    }
+    if !out.is_empty() {
+        out.push_str(": ");
+    }
+    out.push_str(&message.join(" "));
+    out
 }
 
 #[cfg(test)]
