@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -189,17 +190,24 @@ pub fn node(args: NodeArgs) -> Result<()> {
     }
     store.record_event("node.started", &format!("node {:?} started", config.name))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let addr = args.api_listen.unwrap_or(config.api_listen);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
         println!("listening on http://{bound}");
         std::io::stdout().flush()?;
         let state = AppState::new(&config.name, env!("CARGO_PKG_VERSION"), store);
+        if config.dataset_check_secs > 0 {
+            let period = Duration::from_secs(config.dataset_check_secs);
+            tokio::spawn(datasets::revalidate_periodically(state.clone(), period));
+        }
         server::serve(listener, state.clone(), shutdown_signal()).await?;
         state.with_store(|s| s.record_event("node.stopped", &format!("node {:?} stopped", config.name)));
         Ok(())
-    })
+    });
+    // A dataset re-check in progress (hashing a large file) is not waited for long.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 /// Completes on Ctrl-C or SIGTERM.

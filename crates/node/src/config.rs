@@ -23,6 +23,9 @@ pub const DEFAULT_HEARTBEAT_PERIOD_SECS: u64 = 5;
 /// Default time after which a silent peer is considered down, in seconds.
 pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 20;
 
+/// Default period of dataset re-checks while the node runs, in seconds.
+pub const DEFAULT_DATASET_CHECK_SECS: u64 = 60;
+
 /// The node's configuration (`concord.toml`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,10 @@ pub struct NodeConfig {
     /// A peer silent for this many seconds is considered down.
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_secs: u64,
+    /// Re-check registered datasets (re-hash, re-validate if changed) every
+    /// this many seconds while the node runs; 0 disables.
+    #[serde(default = "default_dataset_check")]
+    pub dataset_check_secs: u64,
     /// Known peers (filled in by pairing).
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
@@ -75,6 +82,9 @@ fn default_data_dir() -> PathBuf {
 fn default_heartbeat_period() -> u64 {
     DEFAULT_HEARTBEAT_PERIOD_SECS
 }
+fn default_dataset_check() -> u64 {
+    DEFAULT_DATASET_CHECK_SECS
+}
 fn default_heartbeat_timeout() -> u64 {
     DEFAULT_HEARTBEAT_TIMEOUT_SECS
 }
@@ -89,6 +99,7 @@ impl NodeConfig {
             data_dir: default_data_dir(),
             heartbeat_period_secs: DEFAULT_HEARTBEAT_PERIOD_SECS,
             heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
+            dataset_check_secs: DEFAULT_DATASET_CHECK_SECS,
             peers: Vec::new(),
         }
     }
@@ -164,7 +175,9 @@ impl NodeConfig {
              heartbeat_timeout_secs = {}\n\
              \n\
              # Datasets are registered with `concord dataset add` and kept in the store,\n\
-             # not here.\n\
+             # not here. While the node runs, their files are re-hashed every\n\
+             # dataset_check_secs seconds and re-validated if changed (0: never).\n\
+             dataset_check_secs = {}\n\
              \n\
              # Peers, added by pairing. Each is pinned by its keys:\n\
              # [[peer]]\n\
@@ -178,6 +191,7 @@ impl NodeConfig {
             toml_str(&self.data_dir.to_string_lossy()),
             self.heartbeat_period_secs,
             self.heartbeat_timeout_secs,
+            self.dataset_check_secs,
         );
         for p in &self.peers {
             let _ = write!(

@@ -5,16 +5,19 @@
 //! hashes the file (SHA-256, streamed) and stores the facts; nothing is
 //! stored if anything fails. [`revalidate`] re-hashes the file and
 //! re-validates it when it changed, updating the record or marking the
-//! dataset invalid with the reason. Peers only ever learn the name and the
+//! dataset invalid with the reason; [`revalidate_periodically`] does so for
+//! every dataset while the node runs. Peers only ever learn the name and the
 //! public schema.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use concord_query::Schema;
 use sha2::{Digest, Sha256};
 
 use crate::config::check_name;
+use crate::server::AppState;
 use crate::store::{DatasetRecord, DatasetStatus, Store};
 use crate::{hex, unix_now, NodeError};
 
@@ -111,17 +114,40 @@ pub enum Revalidation {
 }
 
 /// Re-check dataset `name`: re-hash its file and, if the content, the
-/// modification time or the previous status differ, re-validate it.
+/// modification time or the previous status differ, re-validate it and
+/// record the result.
 pub fn revalidate(store: &mut Store, name: &str) -> Result<Revalidation, NodeError> {
     let old = store.get_dataset(name)?;
+    apply(store, recheck(old)?)
+}
+
+/// The outcome of [`recheck`], to be recorded by [`apply`].
+#[derive(Debug)]
+pub struct Recheck {
+    outcome: Revalidation,
+    update: Option<(DatasetRecord, &'static str, String)>,
+}
+
+impl Recheck {
+    /// What was found.
+    pub fn outcome(&self) -> &Revalidation {
+        &self.outcome
+    }
+}
+
+/// Re-check a dataset's file against its stored record, without touching
+/// the store (so a long hash or validation holds no lock). An unreadable or
+/// invalid file is an outcome ([`Revalidation::Invalid`]), not an error.
+pub fn recheck(old: DatasetRecord) -> Result<Recheck, NodeError> {
+    let name = old.name.clone();
     let schema = parse_schema(&old.schema_toml, &PathBuf::from(format!("<stored schema of dataset {name}>")))?;
     let facts = match file_facts(&old.file_path) {
         Ok(f) => f,
-        Err(e) => return mark_invalid(store, old, e.to_string()),
+        Err(e) => return Ok(invalid(old, e.to_string())),
     };
     let same = facts.sha256 == old.file_sha256 && facts.size == old.file_size;
     if same && facts.mtime_ns == old.file_mtime_ns && old.status == DatasetStatus::Valid {
-        return Ok(Revalidation::Unchanged);
+        return Ok(Recheck { outcome: Revalidation::Unchanged, update: None });
     }
     match check_file(&old.file_path, &schema) {
         Ok((facts, rows)) => {
@@ -136,25 +162,72 @@ pub fn revalidate(store: &mut Store, name: &str) -> Result<Revalidation, NodeErr
                 ..old
             };
             let msg = format!("dataset {name:?} re-validated ({rows} rows, sha256 {sha256})");
-            store.update_dataset(&new, "dataset.revalidated", &msg)?;
-            tracing::info!(dataset = name, rows, sha256 = %sha256, "dataset re-validated");
-            if same {
-                Ok(Revalidation::Unchanged)
-            } else {
-                Ok(Revalidation::Updated { rows, sha256 })
-            }
+            let outcome = if same { Revalidation::Unchanged } else { Revalidation::Updated { rows, sha256 } };
+            Ok(Recheck { outcome, update: Some((new, "dataset.revalidated", msg)) })
         }
         Err(e @ (NodeError::Data(_) | NodeError::Io { .. } | NodeError::ChangedDuringValidation { .. })) => {
-            mark_invalid(store, old, e.to_string())
+            Ok(invalid(old, e.to_string()))
         }
         Err(e) => Err(e),
     }
 }
 
-fn mark_invalid(store: &mut Store, old: DatasetRecord, reason: String) -> Result<Revalidation, NodeError> {
-    let name = old.name.clone();
+fn invalid(old: DatasetRecord, reason: String) -> Recheck {
+    let msg = format!("dataset {:?} is invalid: {reason}", old.name);
     let new = DatasetRecord { validated_at: unix_now(), status: DatasetStatus::Invalid(reason.clone()), ..old };
-    store.update_dataset(&new, "dataset.invalid", &format!("dataset {name:?} is invalid: {reason}"))?;
-    tracing::warn!(dataset = %name, %reason, "dataset invalid");
-    Ok(Revalidation::Invalid(reason))
+    Recheck { outcome: Revalidation::Invalid(reason), update: Some((new, "dataset.invalid", msg)) }
+}
+
+/// Record the outcome of [`recheck`] (one transaction with its event).
+pub fn apply(store: &mut Store, r: Recheck) -> Result<Revalidation, NodeError> {
+    if let Some((new, kind, msg)) = &r.update {
+        store.update_dataset(new, kind, msg)?;
+        match &r.outcome {
+            Revalidation::Invalid(reason) => tracing::warn!(dataset = %new.name, %reason, "dataset invalid"),
+            _ => {
+                tracing::info!(dataset = %new.name, rows = new.row_count, sha256 = %new.file_sha256, "dataset re-validated")
+            }
+        }
+    }
+    Ok(r.outcome)
+}
+
+/// Re-check every dataset every `period`, hashing and validating outside the
+/// store's lock, until the task is dropped. Errors are logged.
+pub async fn revalidate_periodically(state: AppState, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let records = match state.with_store(|s| s.list_datasets()) {
+            Some(Ok(records)) => records,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot list datasets to re-check them");
+                continue;
+            }
+            None => return,
+        };
+        for old in records {
+            let name = old.name.clone();
+            let checked = match tokio::task::spawn_blocking(move || recheck(old)).await {
+                Ok(Ok(checked)) => checked,
+                Ok(Err(e)) => {
+                    tracing::error!(dataset = %name, error = %e, "cannot re-check dataset");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(dataset = %name, error = %e, "dataset re-check task failed");
+                    continue;
+                }
+            };
+            match state.with_store(|s| apply(s, checked)) {
+                Some(Ok(_)) => {}
+                // Removed meanwhile: nothing to record.
+                Some(Err(NodeError::UnknownDataset(_))) => {}
+                Some(Err(e)) => tracing::error!(dataset = %name, error = %e, "cannot record dataset re-check"),
+                None => return,
+            }
+        }
+    }
 }

@@ -231,6 +231,29 @@ fn revalidation_follows_file_changes() {
     assert_eq!(kinds[..4], ["dataset.invalid", "dataset.revalidated", "dataset.invalid", "dataset.revalidated"]);
 }
 
+#[test]
+fn periodic_recheck_marks_a_changed_file_invalid() {
+    let dir = Dir::new("periodic");
+    let mut s = Store::open(&dir.0.join(store::STORE_FILE)).unwrap();
+    let (data, schema) = write_files(&dir.0, "age,ward\n30,a\n");
+    datasets::register(&mut s, "patients", &data, &schema).unwrap();
+    let state = AppState::new("hospital-a", "0.1.0", s);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let task = rt.spawn(datasets::revalidate_periodically(state.clone(), std::time::Duration::from_millis(20)));
+    std::fs::write(&data, "age,ward\n200,a\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = state.with_store(|s| s.get_dataset("patients").unwrap().status).unwrap();
+        if let DatasetStatus::Invalid(reason) = status {
+            assert!(reason.contains("age"), "{reason}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not re-checked");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    task.abort();
+}
+
 /// GET `path` with HTTP/1.1; returns (status, body).
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
