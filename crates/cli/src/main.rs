@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod demo;
 mod local;
+mod node;
 mod procs;
 mod run;
 
@@ -28,6 +29,15 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmark a protocol end to end: n parties over the simulated network or TLS processes.
     Bench(bench::BenchArgs),
+    /// Create a node: identity (Ed25519 + TLS keys), commented concord.toml, store.
+    Init(node::InitArgs),
+    /// Register and list the datasets this node offers.
+    Dataset {
+        #[command(subcommand)]
+        command: node::DatasetCommand,
+    },
+    /// Run the node: HTTP API (health, metrics, datasets, OpenAPI) until Ctrl-C or SIGTERM.
+    Node(node::NodeArgs),
     /// One party of a `run --processes` run (started by `concord run`).
     #[command(hide = true)]
     RunParty(run::RunPartyArgs),
@@ -37,14 +47,18 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CONCORD_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The node logs at info unless CONCORD_LOG says otherwise; other commands only errors.
+    let default_level = if matches!(cli.command, Command::Node(_)) { "info" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
         Command::Demo => demo::run(),
         Command::Run(args) => run::run(args),
+        Command::Init(args) => node::init(args),
+        Command::Dataset { command } => node::dataset(command),
+        Command::Node(args) => node::node(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),

@@ -1,0 +1,107 @@
+//! The error type of the node library.
+
+use std::path::PathBuf;
+
+/// Errors of the node. Each names what was wrong: the file, the key, the
+/// dataset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is malformed (syntax, unknown key, bad value).
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, with the key and position as reported by the parser.
+        reason: String,
+    },
+    /// A node identity already exists where a new one was to be written.
+    #[error("{}: a node identity already exists here; refusing to overwrite it", path.display())]
+    IdentityExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A key or certificate file is malformed.
+    #[error("{}: {reason}", path.display())]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Generating the TLS certificate failed.
+    #[error("cannot generate the TLS certificate: {0}")]
+    Tls(String),
+    /// A dataset or node name is not acceptable.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The schema file does not parse.
+    #[error("{}: {reason}", path.display())]
+    Schema {
+        /// The schema file (or `<stored schema of dataset NAME>`).
+        path: PathBuf,
+        /// What the schema parser reported.
+        reason: String,
+    },
+    /// The data file does not match its schema (file, row, column, reason as
+    /// reported by the data layer).
+    #[error("{0}")]
+    Data(#[from] concord_data::DataError),
+    /// The data file changed while it was being validated.
+    #[error("{}: the file changed while it was being validated; try again", path.display())]
+    ChangedDuringValidation {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No dataset has this name.
+    #[error("no dataset named {0:?}")]
+    UnknownDataset(String),
+    /// A dataset with this name is already registered.
+    #[error("a dataset named {0:?} is already registered")]
+    DuplicateDataset(String),
+    /// The store (SQLite) failed.
+    #[error("store {}: {source}", path.display())]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Migrating the store to the current schema failed.
+    #[error("store {}: migration failed: {reason}", path.display())]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The migration error.
+        reason: String,
+    },
+    /// A value read back from the store is not what this version wrote.
+    #[error("store {}: corrupt record: {reason}", path.display())]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl NodeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> NodeError {
+        NodeError::Io { path: path.into(), source }
+    }
+}

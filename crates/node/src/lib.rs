@@ -1,0 +1,87 @@
+//! The Concord node: one long-running daemon per organisation.
+//!
+//! This crate is the node as a library (no command-line parsing):
+//!
+//! - [`config`]: `concord.toml`, written with comments, loaded strictly;
+//! - [`identity`]: the node's Ed25519 signing key and TLS certificate, secret
+//!   files written `0600` and never overwritten;
+//! - [`store`]: the embedded SQLite store (versioned migrations, WAL) of
+//!   datasets, peers and an append-only event log;
+//! - [`datasets`]: registering local data files (validated against their
+//!   schema, hashed) and re-validating them when they change;
+//! - [`server`]: the HTTP API (`/healthz`, `/metrics`, `/api/datasets`,
+//!   `/openapi.json`) with graceful shutdown.
+//!
+//! A node directory holds:
+//!
+//! ```text
+//! DIR/concord.toml            configuration (0644)
+//! DIR/identity/signing.key    Ed25519 secret key, hex (0600)
+//! DIR/identity/tls.key        TLS private key, PEM (0600)
+//! DIR/identity/tls.crt        TLS certificate, PEM (0644)
+//! DIR/identity/public.json    public identity: name, Ed25519 public key, TLS fingerprint (0644)
+//! DIR/data/concord.db         the store (data_dir is configurable)
+//! ```
+
+pub mod config;
+pub mod datasets;
+mod error;
+pub mod identity;
+pub mod server;
+pub mod store;
+
+pub use config::{NodeConfig, PeerConfig};
+pub use error::NodeError;
+pub use identity::{NodeIdentity, PublicIdentity};
+pub use store::{DatasetRecord, DatasetStatus, Event, Store};
+
+/// Name of the configuration file inside a node directory.
+pub const CONFIG_FILE: &str = "concord.toml";
+
+/// Lower-case hexadecimal encoding.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Decode lower- or upper-case hexadecimal; `None` if malformed.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    let pairs = text.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 2);
+    for pair in pairs {
+        let hi = char::from(*pair.first()?).to_digit(16)?;
+        let lo = char::from(*pair.get(1)?).to_digit(16)?;
+        out.push(u8::try_from(hi * 16 + lo).ok()?);
+    }
+    Some(out)
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "0001abff");
+        assert_eq!(unhex("0001ABff"), Some(bytes.to_vec()));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}

@@ -1,0 +1,324 @@
+//! The node's HTTP API (axum): health, metrics, datasets, OpenAPI.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /healthz` | `{"status":"ok","name":..,"version":..}` |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /api/datasets` | `{"datasets":[..]}`: name, table, columns, sha256, status, validated_at |
+//! | `GET /api/datasets/{name}` | one dataset, or 404 `{"error":{"code":"unknown_dataset",..}}` |
+//! | `GET /openapi.json` | the OpenAPI 3.0 description of these routes |
+//!
+//! Row data is never served, and neither are row counts or file paths (they
+//! stay local: `concord dataset list`). Errors are JSON
+//! `{"error":{"code":..,"message":..}}`.
+//!
+//! [`serve`] takes its listener and a shutdown future (after mini-redis'
+//! `server::run`): when the future completes the server stops accepting,
+//! lets in-flight requests finish, and returns.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use concord_query::{ColumnType, Schema};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::store::{DatasetRecord, DatasetStatus, Store};
+use crate::NodeError;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    version: String,
+    store: Mutex<Store>,
+    started: Instant,
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl AppState {
+    /// State for node `name` (version `version`) over `store`.
+    pub fn new(name: &str, version: &str, store: Store) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                store: Mutex::new(store),
+                started: Instant::now(),
+                requests: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Run `f` on the store (e.g. to re-validate datasets or log an event
+    /// from outside a request). `None` if the store's lock is poisoned.
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Option<T> {
+        self.inner.store.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, Store>, ApiError> {
+        self.inner.store.lock().map_err(|_| ApiError::internal("the store lock is poisoned".into()))
+    }
+}
+
+/// An API error: HTTP status, stable code, message.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn internal(message: String) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::UnknownDataset(_) => {
+                ApiError { status: StatusCode::NOT_FOUND, code: "unknown_dataset", message: e.to_string() }
+            }
+            other => {
+                tracing::error!(error = %other, "API request failed");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+    }
+}
+
+/// The public view of a dataset.
+#[derive(Debug, Serialize)]
+struct DatasetView {
+    name: String,
+    table: String,
+    max_rows: u64,
+    min_group_size: Option<u64>,
+    columns: Vec<Value>,
+    sha256: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid_reason: Option<String>,
+    validated_at: i64,
+}
+
+fn column_json(name: &str, ty: &ColumnType) -> Value {
+    match ty {
+        ColumnType::Int { min, max } => json!({ "name": name, "type": "int", "min": min, "max": max }),
+        ColumnType::Decimal { scale, min, max } => {
+            json!({ "name": name, "type": "decimal", "scale": scale, "min_scaled": min, "max_scaled": max })
+        }
+        ColumnType::Category { values } => json!({ "name": name, "type": "category", "values": values }),
+    }
+}
+
+fn view(d: DatasetRecord) -> Result<DatasetView, ApiError> {
+    let schema = Schema::from_toml(&d.schema_toml)
+        .map_err(|e| ApiError::internal(format!("stored schema of dataset {:?} does not parse: {e}", d.name)))?;
+    let (status, invalid_reason) = match d.status {
+        DatasetStatus::Valid => ("valid", None),
+        DatasetStatus::Invalid(r) => ("invalid", Some(r)),
+    };
+    Ok(DatasetView {
+        name: d.name,
+        table: schema.table,
+        max_rows: schema.max_rows,
+        min_group_size: schema.min_group_size,
+        columns: schema.columns.iter().map(|c| column_json(&c.name, &c.ty)).collect(),
+        sha256: d.file_sha256,
+        status,
+        invalid_reason,
+        validated_at: d.validated_at,
+    })
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "name": state.inner.name, "version": state.inner.version }))
+}
+
+async fn list_datasets(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let records = state.store()?.list_datasets()?;
+    let views = records.into_iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "datasets": views })))
+}
+
+async fn get_dataset(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<DatasetView>, ApiError> {
+    let Path(name) =
+        name.map_err(|e| ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message: e.body_text() })?;
+    let record = state.store()?.get_dataset(&name)?;
+    Ok(Json(view(record)?))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let datasets = state.store()?.count_datasets()?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP concord_datasets Registered datasets.\n# TYPE concord_datasets gauge");
+    let _ = writeln!(out, "concord_datasets {datasets}");
+    let _ = writeln!(
+        out,
+        "# HELP concord_uptime_seconds Seconds since the node started.\n# TYPE concord_uptime_seconds gauge"
+    );
+    let _ = writeln!(out, "concord_uptime_seconds {}", state.inner.started.elapsed().as_secs());
+    let _ = writeln!(
+        out,
+        "# HELP concord_http_requests_total HTTP requests answered, by route and status.\n\
+         # TYPE concord_http_requests_total counter"
+    );
+    let requests = state.inner.requests.lock().map_err(|_| ApiError::internal("metrics lock poisoned".into()))?;
+    for ((route, status), n) in requests.iter() {
+        let _ = writeln!(out, "concord_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
+}
+
+async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(openapi_document(&state.inner.version))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, code: "no_route", message: format!("no route {}", request.uri().path()) }
+}
+
+/// Count each answered request by matched route (known routes only, so a
+/// scan of random paths cannot grow the table) and status.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let response = next.run(request).await;
+    if let Ok(mut requests) = state.inner.requests.lock() {
+        *requests.entry((route, response.status().as_u16())).or_insert(0) += 1;
+    }
+    response
+}
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/api/datasets", get(list_datasets))
+        .route("/api/datasets/{name}", get(get_dataset))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// Serve the API on `listener` until `shutdown` completes, then finish the
+/// requests in flight and return.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("HTTP API stopped");
+    Ok(())
+}
+
+/// The OpenAPI 3.0 document of the API.
+pub fn openapi_document(version: &str) -> Value {
+    let error = json!({ "description": "Error", "content": { "application/json": {
+        "schema": { "$ref": "#/components/schemas/Error" } } } });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Concord node API",
+            "version": version,
+            "description": "Health, metrics and the datasets a Concord node offers. Row data, row counts and file paths are never served."
+        },
+        "paths": {
+            "/healthz": { "get": {
+                "summary": "Liveness",
+                "responses": { "200": { "description": "The node is up", "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Health" } } } } }
+            } },
+            "/metrics": { "get": {
+                "summary": "Prometheus metrics",
+                "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": {
+                    "schema": { "type": "string" } } } } }
+            } },
+            "/openapi.json": { "get": {
+                "summary": "This document",
+                "responses": { "200": { "description": "OpenAPI 3.0 document", "content": { "application/json": {
+                    "schema": { "type": "object" } } } } }
+            } },
+            "/api/datasets": { "get": {
+                "summary": "Registered datasets (public facts only)",
+                "responses": { "200": { "description": "All datasets", "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["datasets"], "properties": {
+                        "datasets": { "type": "array", "items": { "$ref": "#/components/schemas/Dataset" } } } } } } },
+                    "500": error }
+            } },
+            "/api/datasets/{name}": { "get": {
+                "summary": "One dataset",
+                "parameters": [ { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": {
+                    "200": { "description": "The dataset", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/Dataset" } } } },
+                    "400": error,
+                    "404": error,
+                    "500": error }
+            } }
+        },
+        "components": { "schemas": {
+            "Health": { "type": "object", "required": ["status", "name", "version"], "properties": {
+                "status": { "type": "string", "enum": ["ok"] },
+                "name": { "type": "string" },
+                "version": { "type": "string" } } },
+            "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+                "type": "object", "required": ["code", "message"], "properties": {
+                    "code": { "type": "string", "enum": ["unknown_dataset", "no_route", "bad_request", "internal"] },
+                    "message": { "type": "string" } } } } },
+            "Column": { "type": "object", "required": ["name", "type"], "properties": {
+                "name": { "type": "string" },
+                "type": { "type": "string", "enum": ["int", "decimal", "category"] },
+                "min": { "type": "integer", "description": "int: smallest value" },
+                "max": { "type": "integer", "description": "int: largest value" },
+                "scale": { "type": "integer", "description": "decimal: digits after the point" },
+                "min_scaled": { "type": "integer", "description": "decimal: smallest value times 10^scale" },
+                "max_scaled": { "type": "integer", "description": "decimal: largest value times 10^scale" },
+                "values": { "type": "array", "items": { "type": "string" }, "description": "category: the declared values" } } },
+            "Dataset": { "type": "object",
+                "required": ["name", "table", "max_rows", "columns", "sha256", "status", "validated_at"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "table": { "type": "string" },
+                    "max_rows": { "type": "integer" },
+                    "min_group_size": { "type": "integer", "nullable": true },
+                    "columns": { "type": "array", "items": { "$ref": "#/components/schemas/Column" } },
+                    "sha256": { "type": "string", "description": "SHA-256 of the data file, hex" },
+                    "status": { "type": "string", "enum": ["valid", "invalid"] },
+                    "invalid_reason": { "type": "string" },
+                    "validated_at": { "type": "integer", "description": "Unix seconds of the last validation" } } }
+        } }
+    })
+}

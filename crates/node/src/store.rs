@@ -1,0 +1,345 @@
+//! The node's embedded store: SQLite (bundled) in WAL mode, schema managed by
+//! versioned migrations (`rusqlite_migration`, version in `user_version`).
+//!
+//! Tables: `datasets` (registered local data), `peers` (for pairing, not used
+//! yet) and `events`, an append-only log (triggers refuse updates and
+//! deletes). Every write runs in one transaction together with the event that
+//! records it, so the store is never left half-updated.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite_migration::{Migrations, M};
+
+use crate::{unix_now, NodeError};
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "concord.db";
+
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            file_path TEXT NOT NULL,
+            schema_toml TEXT NOT NULL,
+            file_sha256 TEXT NOT NULL,
+            file_size INTEGER NOT NULL,
+            file_mtime_ns INTEGER NOT NULL,
+            row_count INTEGER NOT NULL,
+            validated_at INTEGER NOT NULL,
+            invalid_reason TEXT
+        ) STRICT;
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL
+        ) STRICT;
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;",
+    ),
+    M::up(
+        "CREATE TABLE peers (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            address TEXT NOT NULL,
+            ed25519_public TEXT NOT NULL,
+            tls_fingerprint TEXT NOT NULL,
+            added_at INTEGER NOT NULL
+        ) STRICT;",
+    ),
+];
+
+/// Number of migrations: the schema version of a current store.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Whether a dataset's file matched its schema when last checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetStatus {
+    /// The file matched its schema at `validated_at`.
+    Valid,
+    /// The file no longer matches (or cannot be read); the reason.
+    Invalid(String),
+}
+
+/// A registered dataset, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetRecord {
+    /// Unique name.
+    pub name: String,
+    /// Absolute path of the data file (local only, never sent to peers).
+    pub file_path: PathBuf,
+    /// The schema, as TOML text (public).
+    pub schema_toml: String,
+    /// SHA-256 of the file, hex.
+    pub file_sha256: String,
+    /// File size in bytes when hashed.
+    pub file_size: u64,
+    /// File modification time (ns since the Unix epoch) when hashed.
+    pub file_mtime_ns: i64,
+    /// Number of rows (local only).
+    pub row_count: u64,
+    /// When the file was last validated (or found invalid), Unix seconds.
+    pub validated_at: i64,
+    /// Current status.
+    pub status: DatasetStatus,
+}
+
+/// One entry of the event log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Sequence number (increasing).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Kind, e.g. `dataset.added`.
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// The store: one SQLite connection.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+const DATASET_COLUMNS: &str = "name, file_path, schema_toml, file_sha256, file_size, file_mtime_ns, row_count, \
+                               validated_at, invalid_reason";
+
+impl Store {
+    /// Open (creating if needed) the store at `path` and migrate it to the
+    /// current schema version.
+    pub fn open(path: &Path) -> Result<Store, NodeError> {
+        let conn = Connection::open(path).map_err(|source| NodeError::Store { path: path.to_owned(), source })?;
+        Store::setup(conn, path)
+    }
+
+    /// An in-memory store (tests).
+    pub fn open_in_memory() -> Result<Store, NodeError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| NodeError::Store { path: path.to_owned(), source })?;
+        Store::setup(conn, path)
+    }
+
+    fn setup(mut conn: Connection, path: &Path) -> Result<Store, NodeError> {
+        let sql = |source| NodeError::Store { path: path.to_owned(), source };
+        let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|e| NodeError::Migration { path: path.to_owned(), reason: e.to_string() })?;
+        Ok(Store { conn, path: path.to_owned() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version (`user_version`).
+    pub fn schema_version(&self) -> Result<usize, NodeError> {
+        let v: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.sql(e))?;
+        usize::try_from(v).map_err(|_| self.corrupt(format!("negative user_version {v}")))
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> NodeError {
+        NodeError::Store { path: self.path.clone(), source }
+    }
+
+    fn corrupt(&self, reason: String) -> NodeError {
+        NodeError::Corrupt { path: self.path.clone(), reason }
+    }
+
+    fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T, NodeError>) -> Result<T, NodeError> {
+        let path = self.path.clone();
+        let sql = |source| NodeError::Store { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(sql)?;
+        Ok(out)
+    }
+
+    /// Register a dataset (and log it). Fails with
+    /// [`NodeError::DuplicateDataset`] if the name is taken.
+    pub fn add_dataset(&mut self, d: &DatasetRecord) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let taken: Option<i64> = tx
+                .query_row("SELECT id FROM datasets WHERE name = ?1", [&d.name], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
+            if taken.is_some() {
+                return Err(NodeError::DuplicateDataset(d.name.clone()));
+            }
+            let (size, rows) = to_i64(d.file_size, d.row_count, &path)?;
+            tx.execute(
+                &format!("INSERT INTO datasets ({DATASET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    d.name,
+                    d.file_path.to_string_lossy(),
+                    d.schema_toml,
+                    d.file_sha256,
+                    size,
+                    d.file_mtime_ns,
+                    rows,
+                    d.validated_at,
+                    invalid_reason(&d.status),
+                ],
+            )
+            .map_err(sql)?;
+            insert_event(
+                tx,
+                "dataset.added",
+                &format!("dataset {:?} registered ({} rows, sha256 {})", d.name, d.row_count, d.file_sha256),
+            )
+            .map_err(sql)
+        })
+    }
+
+    /// Replace the stored facts of an existing dataset (after re-validation),
+    /// logging `kind` / `message` with it.
+    pub fn update_dataset(&mut self, d: &DatasetRecord, kind: &str, message: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let (size, rows) = to_i64(d.file_size, d.row_count, &path)?;
+            let n = tx
+                .execute(
+                    "UPDATE datasets SET file_path = ?2, schema_toml = ?3, file_sha256 = ?4, file_size = ?5,
+                     file_mtime_ns = ?6, row_count = ?7, validated_at = ?8, invalid_reason = ?9 WHERE name = ?1",
+                    params![
+                        d.name,
+                        d.file_path.to_string_lossy(),
+                        d.schema_toml,
+                        d.file_sha256,
+                        size,
+                        d.file_mtime_ns,
+                        rows,
+                        d.validated_at,
+                        invalid_reason(&d.status),
+                    ],
+                )
+                .map_err(sql)?;
+            if n == 0 {
+                return Err(NodeError::UnknownDataset(d.name.clone()));
+            }
+            insert_event(tx, kind, message).map_err(sql)
+        })
+    }
+
+    /// All datasets, by name.
+    pub fn list_datasets(&self) -> Result<Vec<DatasetRecord>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {DATASET_COLUMNS} FROM datasets ORDER BY name"))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], read_dataset).map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| self.sql(e))?.map_err(|r| self.corrupt(r))?);
+        }
+        Ok(out)
+    }
+
+    /// The dataset named `name`, or [`NodeError::UnknownDataset`].
+    pub fn get_dataset(&self, name: &str) -> Result<DatasetRecord, NodeError> {
+        self.conn
+            .query_row(&format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE name = ?1"), [name], read_dataset)
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or_else(|| NodeError::UnknownDataset(name.to_owned()))?
+            .map_err(|r| self.corrupt(r))
+    }
+
+    /// Number of registered datasets.
+    pub fn count_datasets(&self) -> Result<u64, NodeError> {
+        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM datasets", [], |r| r.get(0)).map_err(|e| self.sql(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Unregister a dataset (the file is not touched) and log it.
+    pub fn remove_dataset(&mut self, name: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let n = tx.execute("DELETE FROM datasets WHERE name = ?1", [name]).map_err(sql)?;
+            if n == 0 {
+                return Err(NodeError::UnknownDataset(name.to_owned()));
+            }
+            insert_event(tx, "dataset.removed", &format!("dataset {name:?} unregistered")).map_err(sql)
+        })
+    }
+
+    /// Append an event to the log.
+    pub fn record_event(&mut self, kind: &str, message: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| insert_event(tx, kind, message).map_err(|source| NodeError::Store { path, source }))
+    }
+
+    /// The `limit` most recent events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, NodeError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, at, kind, message FROM events ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([limit], |r| Ok(Event { id: r.get(0)?, at: r.get(1)?, kind: r.get(2)?, message: r.get(3)? }))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+}
+
+fn insert_event(tx: &Transaction<'_>, kind: &str, message: &str) -> rusqlite::Result<()> {
+    tx.execute("INSERT INTO events (at, kind, message) VALUES (?1, ?2, ?3)", params![unix_now(), kind, message])?;
+    Ok(())
+}
+
+fn invalid_reason(status: &DatasetStatus) -> Option<&str> {
+    match status {
+        DatasetStatus::Valid => None,
+        DatasetStatus::Invalid(reason) => Some(reason),
+    }
+}
+
+fn to_i64(size: u64, rows: u64, path: &Path) -> Result<(i64, i64), NodeError> {
+    let conv = |v: u64, what: &str| {
+        i64::try_from(v)
+            .map_err(|_| NodeError::Corrupt { path: path.to_owned(), reason: format!("{what} {v} too large") })
+    };
+    Ok((conv(size, "file size")?, conv(rows, "row count")?))
+}
+
+/// Read one dataset row; the inner error is a corrupt value.
+fn read_dataset(r: &Row<'_>) -> rusqlite::Result<Result<DatasetRecord, String>> {
+    let name: String = r.get(0)?;
+    let size: i64 = r.get(4)?;
+    let rows: i64 = r.get(6)?;
+    let reason: Option<String> = r.get(8)?;
+    let (Ok(file_size), Ok(row_count)) = (u64::try_from(size), u64::try_from(rows)) else {
+        return Ok(Err(format!("dataset {name:?}: negative size or row count")));
+    };
+    Ok(Ok(DatasetRecord {
+        file_path: PathBuf::from(r.get::<_, String>(1)?),
+        schema_toml: r.get(2)?,
+        file_sha256: r.get(3)?,
+        file_size,
+        file_mtime_ns: r.get(5)?,
+        row_count,
+        validated_at: r.get(7)?,
+        status: reason.map_or(DatasetStatus::Valid, DatasetStatus::Invalid),
+        name,
+    }))
+}
