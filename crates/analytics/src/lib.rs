@@ -542,7 +542,8 @@ async fn checked_sum<T: Transport, G: RngCore + ?Sized>(
         _ => Vec::new(),
     };
     let mut check_stats = None;
-    if let Some(c) = check {
+    // Nothing to check (a query of order statistics only): no rounds spent.
+    if let Some(c) = check.filter(|_| sums_len > 0) {
         let before = mpc.stats();
         apply_check(mpc, &mut shared, sums_len, c, rng).await?;
         check_stats = Some(mpc.stats() - before);
