@@ -179,6 +179,12 @@ pub struct PairRequest {
     /// The joining node's facts.
     #[serde(flatten)]
     pub fields: PairFields,
+    /// The inviter's Ed25519 key as read in the invitation: the inviter
+    /// refuses (`identity_mismatch`, invitation not consumed) if it is not
+    /// its own, so that a pairing the joiner will refuse is not recorded.
+    pub expect_ed25519_public: String,
+    /// The inviter's TLS fingerprint as read in the invitation (likewise).
+    pub expect_tls_fingerprint: String,
     /// HMAC, hex.
     pub mac: String,
 }
