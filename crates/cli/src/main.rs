@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: node::DatasetCommand,
     },
+    /// Pair with other nodes by one-time invitation, and list peers.
+    Peer {
+        #[command(subcommand)]
+        command: node::PeerCommand,
+    },
     /// Run the node: HTTP API (health, metrics, datasets, OpenAPI) until Ctrl-C or SIGTERM.
     Node(node::NodeArgs),
     /// One party of a `run --processes` run (started by `concord run`).
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Init(args) => node::init(args),
         Command::Dataset { command } => node::dataset(command),
+        Command::Peer { command } => node::peer(command),
         Command::Node(args) => node::node(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),

@@ -2,6 +2,8 @@
 //! of one organisation (library: `concord-node`).
 
 use std::io::Write as _;
+
+use rand_core::TryRngCore as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,9 +12,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use concord_node::datasets::{self, Revalidation};
 use concord_node::identity::NodeIdentity;
+use concord_node::pairing::{self, Invitation, PairFields, PairReply, PairRequest};
 use concord_node::server::{self, AppState};
 use concord_node::store::STORE_FILE;
-use concord_node::{DatasetStatus, NodeConfig, Store, CONFIG_FILE};
+use concord_node::{hex, unix_now, DatasetStatus, NodeConfig, PeerRecord, Store, CONFIG_FILE};
 
 /// The node directory option shared by the node commands.
 #[derive(Args, Clone, Debug)]
@@ -57,6 +60,34 @@ pub enum DatasetCommand {
     Check {
         /// Only this dataset.
         name: Option<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// `concord peer` subcommands.
+#[derive(Subcommand, Clone, Debug)]
+pub enum PeerCommand {
+    /// Print a one-time invitation for another node (this node must be running `concord node`).
+    Invite {
+        /// Lifetime of the invitation, in seconds.
+        #[arg(long, default_value_t = pairing::DEFAULT_TTL_SECS)]
+        ttl_secs: u64,
+        /// API address the other node will contact (default: `api_listen` of concord.toml).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Pair with the node that printed INVITATION: exchange and pin each other's keys.
+    Join {
+        /// The invitation (`concord-invite:v1:...`).
+        invitation: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// List paired peers.
+    List {
         #[command(flatten)]
         dir: DirArg,
     },
@@ -174,6 +205,158 @@ pub fn dataset(command: DatasetCommand) -> Result<()> {
     }
 }
 
+/// `concord peer ...`.
+pub fn peer(command: PeerCommand) -> Result<()> {
+    match command {
+        PeerCommand::Invite { ttl_secs, api, dir } => {
+            let dir = &dir.dir;
+            let (config, mut store) = open_node(dir)?;
+            let public = NodeIdentity::load(dir, &config.name)?.public();
+            let mut secret = [0u8; 32];
+            rand_core::OsRng.try_fill_bytes(&mut secret).context("operating system RNG failed")?;
+            let ttl = i64::try_from(ttl_secs).context("--ttl-secs is too large")?;
+            let expires = unix_now().saturating_add(ttl);
+            let id = pairing::invitation_id(&secret);
+            store.create_invitation(&id, &hex(&pairing::mac_key(&secret)), expires)?;
+            let invitation = Invitation {
+                api: api.unwrap_or_else(|| config.api_listen.to_string()),
+                name: public.name,
+                ed25519_public: public.ed25519_public,
+                tls_fingerprint: public.tls_fingerprint,
+                secret: hex(&secret),
+                expires,
+            };
+            println!("{}", invitation.encode());
+            secret.fill(0);
+            eprintln!(
+                "One-time invitation for node {:?}, valid {ttl_secs} s; give it to the other operator over a trusted channel.",
+                config.name
+            );
+            eprintln!("They run: concord peer join INVITATION --dir THEIR_DIR (while `concord node` runs here)");
+            Ok(())
+        }
+        PeerCommand::Join { invitation, dir } => join(&invitation, &dir.dir),
+        PeerCommand::List { dir } => {
+            let (_, store) = open_node(&dir.dir)?;
+            let peers = store.list_peers()?;
+            if peers.is_empty() {
+                println!("No peers. Pair with `concord peer invite` here and `concord peer join` there.");
+                return Ok(());
+            }
+            println!("{:<20} {:<16} {:<16} {:<22} {:<22} PAIRED_AT", "NAME", "TLS", "ED25519", "MPC", "API");
+            for p in peers {
+                let short = |s: &str| s.get(..16).unwrap_or(s).to_owned();
+                let api = if p.api_address.is_empty() { "-" } else { &p.api_address };
+                println!(
+                    "{:<20} {:<16} {:<16} {:<22} {:<22} {}",
+                    p.name,
+                    short(&p.tls_fingerprint),
+                    short(&p.ed25519_public),
+                    p.address,
+                    api,
+                    p.added_at
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn join(text: &str, dir: &Path) -> Result<()> {
+    let invitation = Invitation::parse(text).map_err(anyhow::Error::msg)?;
+    let now = unix_now();
+    if now >= invitation.expires {
+        bail!(
+            "invitation_expired: the invitation from {:?} expired at {} ({} s ago); ask for a new one",
+            invitation.name,
+            invitation.expires,
+            now - invitation.expires
+        );
+    }
+    let (config, mut store) = open_node(dir)?;
+    let public = NodeIdentity::load(dir, &config.name)?.public();
+    let secret = invitation.secret_bytes();
+    let key = pairing::mac_key(&secret);
+    let id = pairing::invitation_id(&secret);
+    let fields = PairFields {
+        name: public.name,
+        ed25519_public: public.ed25519_public,
+        tls_fingerprint: public.tls_fingerprint,
+        mpc_address: config.mpc_listen.to_string(),
+    };
+    let mac = fields.mac(&key, &id, false);
+    let request = PairRequest {
+        invitation_id: id.clone(),
+        fields,
+        expect_ed25519_public: invitation.ed25519_public.clone(),
+        expect_tls_fingerprint: invitation.tls_fingerprint.clone(),
+        mac,
+    };
+    let (status, body) = post_json(&invitation.api, "/api/pair", &serde_json::to_string(&request)?)
+        .with_context(|| format!("cannot reach node {:?} at {}", invitation.name, invitation.api))?;
+    if status != 200 {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let code = v["error"]["code"].as_str().unwrap_or("http_error");
+        let message = v["error"]["message"].as_str().unwrap_or(&body);
+        bail!("{code}: node {:?} refused the pairing (HTTP {status}): {message}", invitation.name);
+    }
+    let reply: PairReply =
+        serde_json::from_str(&body).with_context(|| format!("node {:?} sent a malformed reply", invitation.name))?;
+    if !reply.fields.verify(&key, &id, true, &reply.mac) {
+        bail!("bad_mac: the reply of {} does not verify: it does not know the invitation's secret", invitation.api);
+    }
+    if reply.fields.ed25519_public != invitation.ed25519_public
+        || reply.fields.tls_fingerprint != invitation.tls_fingerprint
+        || reply.fields.name != invitation.name
+    {
+        bail!(
+            "identity_mismatch: the node at {} answered with a name, key or fingerprint other than the invitation's",
+            invitation.api
+        );
+    }
+    reply.fields.check().map_err(|e| anyhow::anyhow!("node {:?} sent a malformed reply: {e}", invitation.name))?;
+    let peer = PeerRecord {
+        name: reply.fields.name,
+        address: reply.fields.mpc_address,
+        api_address: invitation.api,
+        ed25519_public: reply.fields.ed25519_public,
+        tls_fingerprint: reply.fields.tls_fingerprint,
+        added_at: unix_now(),
+    };
+    store.add_peer(&peer).with_context(|| {
+        format!(
+            "node {:?} recorded the pairing, but it cannot be stored here; remove the conflict and pair again",
+            peer.name
+        )
+    })?;
+    println!("Paired with {:?}", peer.name);
+    println!("  Ed25519 public key   {}", peer.ed25519_public);
+    println!("  TLS fingerprint      {}", peer.tls_fingerprint);
+    println!("  MPC address          {}", peer.address);
+    Ok(())
+}
+
+/// POST `body` (JSON) to `http://addr{path}` over plain HTTP/1.1; (status, body).
+fn post_json(addr: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    use std::io::Read as _;
+    use std::net::{TcpStream, ToSocketAddrs as _};
+    let target = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, rest) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("malformed HTTP status line")?;
+    Ok((status, rest.to_owned()))
+}
+
 /// `concord node`: serve the API until Ctrl-C or SIGTERM.
 pub fn node(args: NodeArgs) -> Result<()> {
     let dir = &args.dir.dir;
@@ -196,7 +379,13 @@ pub fn node(args: NodeArgs) -> Result<()> {
         let bound = listener.local_addr()?;
         println!("listening on http://{bound}");
         std::io::stdout().flush()?;
-        let state = AppState::new(&config.name, env!("CARGO_PKG_VERSION"), store);
+        let me = PairFields {
+            name: public.name.clone(),
+            ed25519_public: public.ed25519_public.clone(),
+            tls_fingerprint: public.tls_fingerprint.clone(),
+            mpc_address: config.mpc_listen.to_string(),
+        };
+        let state = AppState::with_identity(env!("CARGO_PKG_VERSION"), store, me);
         if config.dataset_check_secs > 0 {
             let period = Duration::from_secs(config.dataset_check_secs);
             tokio::spawn(datasets::revalidate_periodically(state.clone(), period));

@@ -73,6 +73,24 @@ pub enum NodeError {
     /// A dataset with this name is already registered.
     #[error("a dataset named {0:?} is already registered")]
     DuplicateDataset(String),
+    /// No pairing invitation has this id.
+    #[error("unknown_invitation: no such invitation on this node (a typo, or created on another node)")]
+    UnknownInvitation,
+    /// The invitation was already used.
+    #[error("invitation_used: this invitation was already used (at {used_at}); ask for a new one")]
+    InvitationUsed {
+        /// When it was used, Unix seconds.
+        used_at: i64,
+    },
+    /// The invitation expired.
+    #[error("invitation_expired: this invitation expired at {expires_at} (Unix seconds); ask for a new one")]
+    InvitationExpired {
+        /// Expiry, Unix seconds.
+        expires_at: i64,
+    },
+    /// A peer with this name, key or fingerprint is already paired.
+    #[error("peer_exists: already paired with a node named {0:?} (same name, key or fingerprint)")]
+    DuplicatePeer(String),
     /// The store (SQLite) failed.
     #[error("store {}: {source}", path.display())]
     Store {

@@ -7,6 +7,7 @@
 //!   files written `0600` and never overwritten;
 //! - [`store`]: the embedded SQLite store (versioned migrations, WAL) of
 //!   datasets, peers and an append-only event log;
+//! - [`pairing`]: one-time pairing invitations, HMAC-SHA256;
 //! - [`datasets`]: registering local data files (validated against their
 //!   schema, hashed) and re-validating them when they change;
 //! - [`server`]: the HTTP API (`/healthz`, `/metrics`, `/api/datasets`,
@@ -27,13 +28,14 @@ pub mod config;
 pub mod datasets;
 mod error;
 pub mod identity;
+pub mod pairing;
 pub mod server;
 pub mod store;
 
 pub use config::{NodeConfig, PeerConfig};
 pub use error::NodeError;
 pub use identity::{NodeIdentity, PublicIdentity};
-pub use store::{DatasetRecord, DatasetStatus, Event, Store};
+pub use store::{DatasetRecord, DatasetStatus, Event, InvitationRecord, PeerRecord, Store};
 
 /// Name of the configuration file inside a node directory.
 pub const CONFIG_FILE: &str = "concord.toml";

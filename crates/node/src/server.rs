@@ -6,6 +6,8 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/datasets` | `{"datasets":[..]}`: name, table, columns, sha256, status, validated_at |
 //! | `GET /api/datasets/{name}` | one dataset, or 404 `{"error":{"code":"unknown_dataset",..}}` |
+//! | `GET /api/peers` | `{"peers":[..]}`: name, ed25519_public, tls_fingerprint, mpc_address, paired_at |
+//! | `POST /api/pair` | complete a pairing invitation (see [`crate::pairing`]) |
 //! | `GET /openapi.json` | the OpenAPI 3.0 description of these routes |
 //!
 //! Row data is never served, and neither are row counts or file paths (they
@@ -22,20 +24,22 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_query::{ColumnType, Schema};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::store::{DatasetRecord, DatasetStatus, Store};
+use crate::pairing::{PairFields, PairReply, PairRequest};
+use crate::store::{DatasetRecord, DatasetStatus, PeerRecord, Store};
 use crate::NodeError;
+use crate::{unhex, unix_now};
 
 /// Shared state of the API.
 #[derive(Clone)]
@@ -45,6 +49,7 @@ pub struct AppState {
 
 struct Inner {
     name: String,
+    me: Option<PairFields>,
     version: String,
     store: Mutex<Store>,
     started: Instant,
@@ -54,8 +59,20 @@ struct Inner {
 impl AppState {
     /// State for node `name` (version `version`) over `store`.
     pub fn new(name: &str, version: &str, store: Store) -> AppState {
+        AppState::build(name, version, store, None)
+    }
+
+    /// State that also answers `POST /api/pair` with this node's public
+    /// facts `me` (name, keys, MPC address).
+    pub fn with_identity(version: &str, store: Store, me: PairFields) -> AppState {
+        let name = me.name.clone();
+        AppState::build(&name, version, store, Some(me))
+    }
+
+    fn build(name: &str, version: &str, store: Store, me: Option<PairFields>) -> AppState {
         AppState {
             inner: Arc::new(Inner {
+                me,
                 name: name.to_owned(),
                 version: version.to_owned(),
                 store: Mutex::new(store),
@@ -95,6 +112,18 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::UnknownDataset(_) => {
                 ApiError { status: StatusCode::NOT_FOUND, code: "unknown_dataset", message: e.to_string() }
+            }
+            NodeError::UnknownInvitation => {
+                ApiError { status: StatusCode::NOT_FOUND, code: "unknown_invitation", message: e.to_string() }
+            }
+            NodeError::InvitationUsed { .. } => {
+                ApiError { status: StatusCode::CONFLICT, code: "invitation_used", message: e.to_string() }
+            }
+            NodeError::InvitationExpired { .. } => {
+                ApiError { status: StatusCode::GONE, code: "invitation_expired", message: e.to_string() }
+            }
+            NodeError::DuplicatePeer(_) => {
+                ApiError { status: StatusCode::CONFLICT, code: "peer_exists", message: e.to_string() }
             }
             other => {
                 tracing::error!(error = %other, "API request failed");
@@ -175,6 +204,72 @@ async fn get_dataset(
     Ok(Json(view(record)?))
 }
 
+async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let peers = state.store()?.list_peers()?;
+    let peers: Vec<Value> = peers
+        .into_iter()
+        .map(|p| {
+            json!({ "name": p.name, "ed25519_public": p.ed25519_public, "tls_fingerprint": p.tls_fingerprint,
+                    "mpc_address": p.address, "paired_at": p.added_at })
+        })
+        .collect();
+    Ok(Json(json!({ "peers": peers })))
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
+}
+
+/// `POST /api/pair`: complete a pairing started by `concord peer invite`.
+async fn pair(
+    State(state): State<AppState>,
+    body: Result<Json<PairRequest>, JsonRejection>,
+) -> Result<Json<PairReply>, ApiError> {
+    let Json(req) = body.map_err(|e| bad_request(e.body_text()))?;
+    let me = state.inner.me.clone().ok_or_else(|| ApiError::internal("this node cannot pair".into()))?;
+    req.fields.check().map_err(bad_request)?;
+    if req.expect_ed25519_public != me.ed25519_public || req.expect_tls_fingerprint != me.tls_fingerprint {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "identity_mismatch",
+            message: "the invitation names another Ed25519 key or TLS fingerprint than this node's".into(),
+        });
+    }
+    let mut store = state.store()?;
+    let now = unix_now();
+    let invitation = store.invitation(&req.invitation_id)?.ok_or(NodeError::UnknownInvitation)?;
+    if let Some(used_at) = invitation.used_at {
+        return Err(NodeError::InvitationUsed { used_at }.into());
+    }
+    if now >= invitation.expires_at {
+        return Err(NodeError::InvitationExpired { expires_at: invitation.expires_at }.into());
+    }
+    let key: [u8; 32] = unhex(&invitation.mac_key)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ApiError::internal("stored invitation key is corrupt".into()))?;
+    if !req.fields.verify(&key, &req.invitation_id, false, &req.mac) {
+        tracing::warn!(peer = %req.fields.name, "pairing request with a bad MAC refused");
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "bad_mac",
+            message: "the request's MAC does not verify: the invitation's secret is wrong".into(),
+        });
+    }
+    let peer = PeerRecord {
+        name: req.fields.name.clone(),
+        address: req.fields.mpc_address.clone(),
+        api_address: String::new(),
+        ed25519_public: req.fields.ed25519_public.clone(),
+        tls_fingerprint: req.fields.tls_fingerprint.clone(),
+        added_at: now,
+    };
+    store.accept_invitation(&req.invitation_id, now, &peer)?;
+    drop(store);
+    tracing::info!(peer = %peer.name, "paired");
+    let mac = me.mac(&key, &req.invitation_id, true);
+    Ok(Json(PairReply { fields: me, mac }))
+}
+
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let datasets = state.store()?.count_datasets()?;
     let mut out = String::new();
@@ -224,6 +319,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/api/datasets", get(list_datasets))
         .route("/api/datasets/{name}", get(get_dataset))
+        .route("/api/peers", get(list_peers))
+        .route("/api/pair", post(pair))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -278,6 +375,22 @@ pub fn openapi_document(version: &str) -> Value {
                         "datasets": { "type": "array", "items": { "$ref": "#/components/schemas/Dataset" } } } } } } },
                     "500": error }
             } },
+            "/api/peers": { "get": {
+                "summary": "Paired peers (public facts only)",
+                "responses": { "200": { "description": "All peers", "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["peers"], "properties": {
+                        "peers": { "type": "array", "items": { "$ref": "#/components/schemas/Peer" } } } } } } },
+                    "500": error }
+            } },
+            "/api/pair": { "post": {
+                "summary": "Complete a one-time pairing invitation (created by `concord peer invite`)",
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/PairRequest" } } } },
+                "responses": {
+                    "200": { "description": "Paired: the inviting node's facts", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/PairReply" } } } },
+                    "400": error, "401": error, "404": error, "409": error, "410": error, "500": error }
+            } },
             "/api/datasets/{name}": { "get": {
                 "summary": "One dataset",
                 "parameters": [ { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } } ],
@@ -296,8 +409,37 @@ pub fn openapi_document(version: &str) -> Value {
                 "version": { "type": "string" } } },
             "Error": { "type": "object", "required": ["error"], "properties": { "error": {
                 "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "type": "string", "enum": ["unknown_dataset", "no_route", "bad_request", "internal"] },
+                    "code": { "type": "string", "enum": ["unknown_dataset", "no_route", "bad_request", "internal",
+                        "unknown_invitation", "invitation_used", "invitation_expired", "bad_mac", "peer_exists", "identity_mismatch"] },
                     "message": { "type": "string" } } } } },
+            "Peer": { "type": "object",
+                "required": ["name", "ed25519_public", "tls_fingerprint", "mpc_address", "paired_at"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "ed25519_public": { "type": "string" },
+                    "tls_fingerprint": { "type": "string" },
+                    "mpc_address": { "type": "string" },
+                    "paired_at": { "type": "integer" } } },
+            "PairRequest": { "type": "object",
+                "required": ["invitation_id", "name", "ed25519_public", "tls_fingerprint", "mpc_address",
+                    "expect_ed25519_public", "expect_tls_fingerprint", "mac"],
+                "properties": {
+                    "invitation_id": { "type": "string", "description": "SHA-256 of the invitation's secret, hex" },
+                    "expect_ed25519_public": { "type": "string", "description": "the inviter's key, from the invitation" },
+                    "expect_tls_fingerprint": { "type": "string", "description": "the inviter's fingerprint, from the invitation" },
+                    "name": { "type": "string" },
+                    "ed25519_public": { "type": "string" },
+                    "tls_fingerprint": { "type": "string" },
+                    "mpc_address": { "type": "string" },
+                    "mac": { "type": "string", "description": "HMAC-SHA256, hex (see the pairing module)" } } },
+            "PairReply": { "type": "object",
+                "required": ["name", "ed25519_public", "tls_fingerprint", "mpc_address", "mac"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "ed25519_public": { "type": "string" },
+                    "tls_fingerprint": { "type": "string" },
+                    "mpc_address": { "type": "string" },
+                    "mac": { "type": "string" } } },
             "Column": { "type": "object", "required": ["name", "type"], "properties": {
                 "name": { "type": "string" },
                 "type": { "type": "string", "enum": ["int", "decimal", "category"] },

@@ -1,8 +1,9 @@
 //! The node's embedded store: SQLite (bundled) in WAL mode, schema managed by
 //! versioned migrations (`rusqlite_migration`, version in `user_version`).
 //!
-//! Tables: `datasets` (registered local data), `peers` (for pairing, not used
-//! yet) and `events`, an append-only log (triggers refuse updates and
+//! Tables: `datasets` (registered local data), `peers` (paired nodes, their
+//! pinned keys), `invitations` (pairing invitations: id, derived MAC key,
+//! expiry, use; never the secret) and `events`, an append-only log (triggers refuse updates and
 //! deletes). Every write runs in one transaction together with the event that
 //! records it, so the store is never left half-updated.
 
@@ -49,6 +50,17 @@ const MIGRATIONS: &[M<'static>] = &[
             ed25519_public TEXT NOT NULL,
             tls_fingerprint TEXT NOT NULL,
             added_at INTEGER NOT NULL
+        ) STRICT;",
+    ),
+    M::up(
+        "ALTER TABLE peers ADD COLUMN api_address TEXT NOT NULL DEFAULT '';
+        CREATE TABLE invitations (
+            id TEXT PRIMARY KEY,
+            mac_key TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER,
+            used_by TEXT
         ) STRICT;",
     ),
 ];
@@ -100,6 +112,38 @@ pub struct Event {
     /// Human-readable message.
     pub message: String,
 }
+
+/// A paired peer, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Unique name.
+    pub name: String,
+    /// MPC address (`host:port`).
+    pub address: String,
+    /// HTTP API address, if known (the inviter's, on the joining side).
+    pub api_address: String,
+    /// Ed25519 public key, hex (pinned).
+    pub ed25519_public: String,
+    /// TLS certificate fingerprint, hex (pinned).
+    pub tls_fingerprint: String,
+    /// When the pairing completed, Unix seconds.
+    pub added_at: i64,
+}
+
+/// A pairing invitation, as stored (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvitationRecord {
+    /// SHA-256 of the secret, hex.
+    pub id: String,
+    /// MAC key derived from the secret, hex.
+    pub mac_key: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// When it was used, if it was.
+    pub used_at: Option<i64>,
+}
+
+const PEER_COLUMNS: &str = "name, address, api_address, ed25519_public, tls_fingerprint, added_at";
 
 /// The store: one SQLite connection.
 pub struct Store {
@@ -288,6 +332,88 @@ impl Store {
         self.write(|tx| insert_event(tx, kind, message).map_err(|source| NodeError::Store { path, source }))
     }
 
+    /// Record a new invitation (id = SHA-256 of its secret) and log it.
+    pub fn create_invitation(&mut self, id: &str, mac_key: &str, expires_at: i64) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            tx.execute(
+                "INSERT INTO invitations (id, mac_key, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, mac_key, unix_now(), expires_at],
+            )
+            .map_err(sql)?;
+            let short = id.get(..16).unwrap_or(id);
+            insert_event(tx, "invitation.created", &format!("invitation {short} created, expires at {expires_at}"))
+                .map_err(sql)
+        })
+    }
+
+    /// The invitation with this id, if any.
+    pub fn invitation(&self, id: &str) -> Result<Option<InvitationRecord>, NodeError> {
+        self.conn
+            .query_row("SELECT id, mac_key, expires_at, used_at FROM invitations WHERE id = ?1", [id], |r| {
+                Ok(InvitationRecord { id: r.get(0)?, mac_key: r.get(1)?, expires_at: r.get(2)?, used_at: r.get(3)? })
+            })
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// In one transaction: check that invitation `id` exists, is unused and
+    /// has not expired at `now`, mark it used by `peer`, store `peer` (name,
+    /// key and fingerprint unique) and log it. On any error nothing changes.
+    pub fn accept_invitation(&mut self, id: &str, now: i64, peer: &PeerRecord) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let row: Option<(i64, Option<i64>)> = tx
+                .query_row("SELECT expires_at, used_at FROM invitations WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(sql)?;
+            match row {
+                None => return Err(NodeError::UnknownInvitation),
+                Some((_, Some(used_at))) => return Err(NodeError::InvitationUsed { used_at }),
+                Some((expires_at, None)) if now >= expires_at => {
+                    return Err(NodeError::InvitationExpired { expires_at })
+                }
+                Some(_) => {}
+            }
+            check_new_peer(tx, peer).map_err(|e| with_path(e, &path))?;
+            tx.execute("UPDATE invitations SET used_at = ?2, used_by = ?3 WHERE id = ?1", params![id, now, peer.name])
+                .map_err(sql)?;
+            insert_peer(tx, peer).map_err(sql)
+        })
+    }
+
+    /// Store a peer (the joining side of a pairing) and log it.
+    pub fn add_peer(&mut self, peer: &PeerRecord) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            check_new_peer(tx, peer).map_err(|e| with_path(e, &path))?;
+            insert_peer(tx, peer).map_err(|source| NodeError::Store { path: path.clone(), source })
+        })
+    }
+
+    /// All peers, by name.
+    pub fn list_peers(&self) -> Result<Vec<PeerRecord>, NodeError> {
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {PEER_COLUMNS} FROM peers ORDER BY name")).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PeerRecord {
+                    name: r.get(0)?,
+                    address: r.get(1)?,
+                    api_address: r.get(2)?,
+                    ed25519_public: r.get(3)?,
+                    tls_fingerprint: r.get(4)?,
+                    added_at: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
     /// The `limit` most recent events, newest first.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, NodeError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -302,9 +428,46 @@ impl Store {
     }
 }
 
+fn check_new_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> Result<(), NodeError> {
+    let taken: Option<String> = tx
+        .query_row(
+            "SELECT name FROM peers WHERE name = ?1 OR ed25519_public = ?2 OR tls_fingerprint = ?3",
+            params![peer.name, peer.ed25519_public, peer.tls_fingerprint],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|source| NodeError::Store { path: PathBuf::new(), source })?;
+    match taken {
+        Some(name) => Err(NodeError::DuplicatePeer(name)),
+        None => Ok(()),
+    }
+}
+
+fn insert_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        &format!("INSERT INTO peers ({PEER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![peer.name, peer.address, peer.api_address, peer.ed25519_public, peer.tls_fingerprint, peer.added_at],
+    )?;
+    insert_event(
+        tx,
+        "peer.paired",
+        &format!(
+            "paired with {:?} (ed25519 {}, tls {}, mpc {})",
+            peer.name, peer.ed25519_public, peer.tls_fingerprint, peer.address
+        ),
+    )
+}
+
 fn insert_event(tx: &Transaction<'_>, kind: &str, message: &str) -> rusqlite::Result<()> {
     tx.execute("INSERT INTO events (at, kind, message) VALUES (?1, ?2, ?3)", params![unix_now(), kind, message])?;
     Ok(())
+}
+
+fn with_path(e: NodeError, path: &Path) -> NodeError {
+    match e {
+        NodeError::Store { source, .. } => NodeError::Store { path: path.to_owned(), source },
+        other => other,
+    }
 }
 
 fn invalid_reason(status: &DatasetStatus) -> Option<&str> {
@@ -342,4 +505,57 @@ fn read_dataset(r: &Row<'_>) -> rusqlite::Result<Result<DatasetRecord, String>> 
         status: reason.map_or(DatasetStatus::Valid, DatasetStatus::Invalid),
         name,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn peer(name: &str, key: &str) -> PeerRecord {
+        PeerRecord {
+            name: name.into(),
+            address: "127.0.0.1:7301".into(),
+            api_address: String::new(),
+            ed25519_public: key.repeat(32),
+            tls_fingerprint: key.repeat(32),
+            added_at: 1,
+        }
+    }
+
+    #[test]
+    fn invitation_is_consumed_once_with_its_peer() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        s.create_invitation("id1", "key", 100).unwrap();
+        let inv = s.invitation("id1").unwrap().unwrap();
+        assert_eq!((inv.expires_at, inv.used_at), (100, None));
+        assert!(matches!(s.accept_invitation("nope", 50, &peer("b", "11")), Err(NodeError::UnknownInvitation)));
+        s.accept_invitation("id1", 50, &peer("b", "11")).unwrap();
+        assert_eq!(s.invitation("id1").unwrap().unwrap().used_at, Some(50));
+        assert_eq!(s.list_peers().unwrap(), vec![peer("b", "11")]);
+        let again = s.accept_invitation("id1", 51, &peer("c", "22"));
+        assert!(matches!(again, Err(NodeError::InvitationUsed { used_at: 50 })), "{again:?}");
+        assert_eq!(s.list_peers().unwrap().len(), 1);
+        assert_eq!(s.recent_events(1).unwrap()[0].kind, "peer.paired");
+    }
+
+    #[test]
+    fn expired_invitation_or_duplicate_peer_changes_nothing() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.create_invitation("old", "key", 100).unwrap();
+        let e = s.accept_invitation("old", 100, &peer("b", "11"));
+        assert!(matches!(e, Err(NodeError::InvitationExpired { expires_at: 100 })), "{e:?}");
+        assert_eq!(s.invitation("old").unwrap().unwrap().used_at, None);
+        assert!(s.list_peers().unwrap().is_empty());
+
+        s.add_peer(&peer("b", "11")).unwrap();
+        s.create_invitation("new", "key", 200).unwrap();
+        let e = s.accept_invitation("new", 150, &peer("b", "22"));
+        assert!(matches!(e, Err(NodeError::DuplicatePeer(ref n)) if n == "b"), "{e:?}");
+        let e = s.accept_invitation("new", 150, &peer("c", "11"));
+        assert!(matches!(e, Err(NodeError::DuplicatePeer(ref n)) if n == "b"), "{e:?}");
+        assert_eq!(s.invitation("new").unwrap().unwrap().used_at, None, "the invitation stays usable");
+        assert_eq!(s.list_peers().unwrap().len(), 1);
+    }
 }
