@@ -59,8 +59,8 @@ pub fn mac_key(secret: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A decoded invitation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A decoded invitation. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Invitation {
     /// The inviting node's HTTP API address (`host:port`).
@@ -109,10 +109,27 @@ impl Invitation {
     }
 }
 
-/// Check that field `field` is 64 hexadecimal digits (32 bytes).
+impl core::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("api", &self.api)
+            .field("name", &self.name)
+            .field("ed25519_public", &self.ed25519_public)
+            .field("tls_fingerprint", &self.tls_fingerprint)
+            .field("secret", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// Check that field `field` is 64 hexadecimal digits (32 bytes). The
+/// `secret` field's value is never echoed in the error.
 pub fn check_hex32(field: &str, value: &str) -> Result<(), String> {
     match unhex(value) {
         Some(b) if b.len() == 32 => Ok(()),
+        _ if field == "secret" => {
+            Err(format!("field `{field}` must be 64 hexadecimal digits, got {} characters", value.chars().count()))
+        }
         _ => Err(format!("field `{field}` must be 64 hexadecimal digits, got {value:?}")),
     }
 }
@@ -213,6 +230,15 @@ mod tests {
     fn hmac_rfc4231_case_6_long_key() {
         let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
         assert_eq!(hex(&mac), "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    }
+
+    #[test]
+    fn the_secret_reaches_neither_debug_nor_errors() {
+        let inv = sample();
+        assert!(!format!("{inv:?}").contains(&inv.secret));
+        let almost = inv.secret[..63].to_string();
+        let err = check_hex32("secret", &almost).unwrap_err();
+        assert!(!err.contains(&almost) && err.contains("63 characters"), "{err}");
     }
 
     fn sample() -> Invitation {

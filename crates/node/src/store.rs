@@ -130,8 +130,9 @@ pub struct PeerRecord {
     pub added_at: i64,
 }
 
-/// A pairing invitation, as stored (never its secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A pairing invitation, as stored (never its secret). `Debug` redacts the
+/// MAC key, which completes the invitation while it is valid.
+#[derive(Clone, PartialEq, Eq)]
 pub struct InvitationRecord {
     /// SHA-256 of the secret, hex.
     pub id: String,
@@ -141,6 +142,17 @@ pub struct InvitationRecord {
     pub expires_at: i64,
     /// When it was used, if it was.
     pub used_at: Option<i64>,
+}
+
+impl core::fmt::Debug for InvitationRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InvitationRecord")
+            .field("id", &self.id)
+            .field("mac_key", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("used_at", &self.used_at)
+            .finish()
+    }
 }
 
 const PEER_COLUMNS: &str = "name, address, api_address, ed25519_public, tls_fingerprint, added_at";
