@@ -157,6 +157,18 @@ pub enum WireError {
     /// `finish_frame` was called without a matching `start_frame`.
     #[error("no frame in progress")]
     NoFrameInProgress,
+    /// A peer-port preamble does not start with [`PREAMBLE_MAGIC`].
+    #[error("bad preamble magic: expected {:02x?} (\"CONCORD\\x01\"), got {got:02x?}", PREAMBLE_MAGIC)]
+    BadPreambleMagic {
+        /// The eight bytes found.
+        got: [u8; 8],
+    },
+    /// A peer-port preamble has an unknown kind byte.
+    #[error("unknown preamble kind {got} (known kinds: 1 session data, 2 control)")]
+    UnknownPreambleKind {
+        /// The kind byte found.
+        got: u8,
+    },
 }
 
 /// The kind of a frame.
@@ -491,6 +503,87 @@ impl Reassembler {
     pub fn reset(&mut self) {
         self.buf = Vec::new();
         self.pending = None;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peer-port preamble.
+
+/// The eight bytes that start a peer-port preamble: `b"CONCORD\x01"` (the
+/// last byte is the preamble version).
+pub const PREAMBLE_MAGIC: [u8; 8] = *b"CONCORD\x01";
+/// Preamble kind byte: the connection carries a session's frames.
+pub const PREAMBLE_KIND_SESSION: u8 = 1;
+/// Preamble kind byte: the connection carries one control request.
+pub const PREAMBLE_KIND_CONTROL: u8 = 2;
+/// Length of the magic and kind bytes, the part every preamble has.
+pub const PREAMBLE_HEAD_LEN: usize = PREAMBLE_MAGIC.len() + 1;
+/// Length of the longest preamble (a session preamble).
+pub const PREAMBLE_MAX_LEN: usize = PREAMBLE_HEAD_LEN + SESSION_ID_LEN;
+
+/// The cleartext preamble a dialer writes on a peer port right after the TCP
+/// connection is established, before the TLS handshake, so that the port can
+/// route the connection. Layout: [`PREAMBLE_MAGIC`], one kind byte, then for
+/// [`Preamble::Session`] the 16-byte session id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preamble {
+    /// Kind 1: frames of the session with this id follow.
+    Session([u8; SESSION_ID_LEN]),
+    /// Kind 2: one control request follows.
+    Control,
+}
+
+impl Preamble {
+    /// The kind byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Preamble::Session(_) => PREAMBLE_KIND_SESSION,
+            Preamble::Control => PREAMBLE_KIND_CONTROL,
+        }
+    }
+
+    /// Length of the encoding in bytes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Preamble::Session(_) => PREAMBLE_MAX_LEN,
+            Preamble::Control => PREAMBLE_HEAD_LEN,
+        }
+    }
+}
+
+/// Encode a preamble.
+pub fn encode_preamble(p: &Preamble) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.encoded_len());
+    out.extend_from_slice(&PREAMBLE_MAGIC);
+    out.push(p.kind());
+    if let Preamble::Session(id) = p {
+        out.extend_from_slice(id);
+    }
+    out
+}
+
+/// Parse the preamble at the start of `bytes`; bytes after it (the first
+/// [`Preamble::encoded_len`] bytes) are ignored.
+///
+/// Fails with [`WireError::Truncated`] when `bytes` is too short, naming how
+/// many bytes are needed: a reader can read [`PREAMBLE_HEAD_LEN`] bytes,
+/// parse, and on `Truncated { needed, .. }` read up to `needed` and parse again.
+pub fn parse_preamble(bytes: &[u8]) -> Result<Preamble, WireError> {
+    let Some((head, rest)) = bytes.split_first_chunk::<PREAMBLE_HEAD_LEN>() else {
+        return Err(WireError::Truncated { needed: PREAMBLE_HEAD_LEN, got: bytes.len() });
+    };
+    let mut magic = [0u8; 8];
+    magic.copy_from_slice(&head[..PREAMBLE_MAGIC.len()]);
+    if magic != PREAMBLE_MAGIC {
+        return Err(WireError::BadPreambleMagic { got: magic });
+    }
+    match head[PREAMBLE_MAGIC.len()] {
+        PREAMBLE_KIND_SESSION => match rest.first_chunk::<SESSION_ID_LEN>() {
+            Some(id) => Ok(Preamble::Session(*id)),
+            None => Err(WireError::Truncated { needed: PREAMBLE_MAX_LEN, got: bytes.len() }),
+        },
+        PREAMBLE_KIND_CONTROL => Ok(Preamble::Control),
+        got => Err(WireError::UnknownPreambleKind { got }),
     }
 }
 

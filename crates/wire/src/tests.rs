@@ -265,3 +265,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn preamble_layout_is_byte_exact() {
+    let sid: [u8; 16] = *b"0123456789abcdef";
+    let s = encode_preamble(&Preamble::Session(sid));
+    let mut expected = b"CONCORD\x01\x01".to_vec();
+    expected.extend_from_slice(&sid);
+    assert_eq!(s, expected);
+    assert_eq!(s.len(), PREAMBLE_MAX_LEN);
+    assert_eq!(parse_preamble(&s), Ok(Preamble::Session(sid)));
+    let c = encode_preamble(&Preamble::Control);
+    assert_eq!(c, b"CONCORD\x01\x02".to_vec());
+    assert_eq!(parse_preamble(&c), Ok(Preamble::Control));
+    // Trailing bytes (the TLS ClientHello) are not part of the preamble.
+    let mut more = c.clone();
+    more.extend_from_slice(b"\x16\x03\x01");
+    assert_eq!(parse_preamble(&more), Ok(Preamble::Control));
+}
+
+#[test]
+fn preamble_rejects_bad_input() {
+    assert_eq!(parse_preamble(b"CONC"), Err(WireError::Truncated { needed: PREAMBLE_HEAD_LEN, got: 4 }));
+    assert_eq!(parse_preamble(b"CONCORD\x01\x01abc"), Err(WireError::Truncated { needed: PREAMBLE_MAX_LEN, got: 12 }));
+    assert_eq!(parse_preamble(b"CONCORD\x02\x02"), Err(WireError::BadPreambleMagic { got: *b"CONCORD\x02" }));
+    assert_eq!(parse_preamble(b"GET / HTTP/1.1\r\n"), Err(WireError::BadPreambleMagic { got: *b"GET / HT" }));
+    assert_eq!(parse_preamble(b"CONCORD\x01\x03"), Err(WireError::UnknownPreambleKind { got: 3 }));
+    assert_eq!(parse_preamble(b"CONCORD\x01\x00"), Err(WireError::UnknownPreambleKind { got: 0 }));
+}
+
+proptest! {
+    #[test]
+    fn preamble_parse_never_panics_and_roundtrips(data in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let Ok(p) = parse_preamble(&data) {
+            prop_assert_eq!(&encode_preamble(&p)[..], &data[..p.encoded_len()]);
+        }
+    }
+}
