@@ -13,6 +13,10 @@
 //!   peers pinned by the SHA-256 fingerprint of their certificate, carrying
 //!   the versioned frames of [`concord_wire`].
 //!
+//! [`peer`] lets a long-running node serve several sessions and node-to-node
+//! control requests through one TCP port: a cleartext preamble routes each
+//! connection before its TLS handshake.
+//!
 //! Guarantees of every transport: messages on one ordered link (a to b) are
 //! delivered exactly once and in order; every receive waits at most the
 //! configured timeout; a peer's abort or disconnect surfaces as an error that
@@ -21,6 +25,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod peer;
 pub mod sim;
 pub mod tls;
 
@@ -137,6 +142,30 @@ pub enum NetError {
     /// The transport was configured inconsistently.
     #[error("invalid transport configuration: {0}")]
     Config(String),
+    /// The peer refused the certificate we presented in the TLS handshake
+    /// (it has not pinned or paired it).
+    #[error("peer at {addr} refused our certificate {fingerprint}: {reason}")]
+    CertificateRefused {
+        /// The remote address.
+        addr: String,
+        /// Hex SHA-256 fingerprint of our certificate.
+        fingerprint: String,
+        /// What the peer said (the TLS alert), or what we saw.
+        reason: String,
+    },
+    /// A control message larger than the limit was sent or announced.
+    #[error("control message of {size} bytes to/from {who} exceeds the limit of {limit} bytes")]
+    ControlMessageTooLarge {
+        /// The other end (address).
+        who: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The peer port cannot serve the request (shut down, session already registered).
+    #[error("peer port: {0}")]
+    PeerPort(String),
 }
 
 /// The one interface between protocols and the network.

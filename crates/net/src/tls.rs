@@ -29,6 +29,16 @@
 //! does not stop us from waiting for the right peer until the connect
 //! timeout; if that peer never arrives, the remembered failure is returned.
 //!
+//! # Routed connections
+//!
+//! [`TlsTransport::establish_routed`] does the same for a party whose
+//! incoming connections arrive through a shared [`PeerPort`](crate::peer::PeerPort)
+//! instead of a listener of its own: its dialer first writes the session
+//! preamble (magic, kind 1, session id) so that the peer's port can hand the
+//! connection to the right session; the acceptor takes connections from the
+//! [`SessionInbound`] the port routes them to. Both use the same dial and
+//! accept code as [`TlsTransport::establish`]. See [`crate::peer`].
+//!
 //! # Data path
 //!
 //! Each connection is split into a reader and a writer half. A writer task
@@ -49,8 +59,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use concord_wire::{
-    decode_abort, decode_header, decode_hello, encode_abort, encode_header, encode_hello, message_frames, FrameHeader,
-    FrameKind, Hello, Reassembler, WireError, HEADER_LEN, MAX_ABORT_REASON,
+    decode_abort, decode_header, decode_hello, encode_abort, encode_header, encode_hello, encode_preamble,
+    message_frames, FrameHeader, FrameKind, Hello, Preamble, Reassembler, WireError, HEADER_LEN, MAX_ABORT_REASON,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -67,6 +77,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use zeroize::Zeroize;
 
+use crate::peer::SessionInbound;
 use crate::{check_peer, hex, LinkStats, NetError, PartyId, Transport};
 
 /// Default maximum payload of one frame (1 MiB).
@@ -91,7 +102,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// Limit of rustls' internal plaintext/TLS send buffers (default 64 KiB).
 const TLS_BUFFER: usize = 1 << 20;
 /// First and maximum delay between connection attempts.
-const BACKOFF_START: Duration = Duration::from_millis(10);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// A party's certificate and private key.
@@ -153,7 +164,7 @@ impl Identity {
     }
 
     /// Load the key for rustls and check that it matches the certificate.
-    fn certified_key(&self) -> Result<Arc<CertifiedKey>, NetError> {
+    pub(crate) fn certified_key(&self) -> Result<Arc<CertifiedKey>, NetError> {
         let signer = rustls::crypto::ring::sign::any_supported_type(&self.key)
             .map_err(|e| NetError::Config(format!("unusable private key: {e}")))?;
         let ck = CertifiedKey::new(vec![self.cert.clone()], signer);
@@ -259,7 +270,7 @@ impl TlsConfig {
 // ---------------------------------------------------------------------------
 // rustls configuration: TLS 1.3 only, pinned fingerprints, ring provider.
 
-fn crypto_provider() -> Arc<CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite;
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites = vec![
@@ -270,20 +281,25 @@ fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// The fingerprint of the last certificate a verifier was shown.
+/// The fingerprint of the last certificate a verifier was shown, and
+/// whether the verifier refused it.
 #[derive(Debug, Default)]
-struct Presented(Mutex<Option<[u8; 32]>>);
+pub(crate) struct Presented(Mutex<Option<([u8; 32], bool)>>);
 
 impl Presented {
-    fn set(&self, fp: [u8; 32]) {
-        *lock(&self.0) = Some(fp);
+    fn set(&self, fp: [u8; 32], refused: bool) {
+        *lock(&self.0) = Some((fp, refused));
     }
-    fn get(&self) -> Option<[u8; 32]> {
-        *lock(&self.0)
+    pub(crate) fn get(&self) -> Option<[u8; 32]> {
+        lock(&self.0).map(|(fp, _)| fp)
+    }
+    /// The fingerprint of a certificate the verifier refused.
+    pub(crate) fn refused(&self) -> Option<[u8; 32]> {
+        lock(&self.0).and_then(|(fp, refused)| refused.then_some(fp))
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -309,8 +325,9 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let fp = fingerprint(end_entity);
-        self.presented.set(fp);
-        if fp == self.expected {
+        let ok = fp == self.expected;
+        self.presented.set(fp, !ok);
+        if ok {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(unpinned_error())
@@ -340,10 +357,42 @@ impl ServerCertVerifier for PinnedServerVerifier {
     }
 }
 
-/// Server side: accept only certificates pinned for the session.
+/// A predicate on SHA-256 certificate fingerprints: which peers to accept
+/// (see [`crate::peer::control_accept`]).
+pub type FingerprintPredicate = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+/// Which client certificate fingerprints a server accepts.
+#[derive(Clone)]
+pub(crate) enum Allowed {
+    /// Exactly these (the parties of a session).
+    Set(Vec<[u8; 32]>),
+    /// Those the predicate accepts (e.g. the paired nodes, for control requests).
+    Predicate(FingerprintPredicate),
+}
+
+impl Allowed {
+    pub(crate) fn contains(&self, fp: &[u8; 32]) -> bool {
+        match self {
+            Allowed::Set(set) => set.contains(fp),
+            Allowed::Predicate(f) => f(fp),
+        }
+    }
+}
+
+impl fmt::Debug for Allowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Allowed::Set(set) => f.debug_tuple("Set").field(&set.len()).finish(),
+            Allowed::Predicate(_) => f.write_str("Predicate"),
+        }
+    }
+}
+
+/// Server side: accept only client certificates that are pinned (for the
+/// session, or by the predicate).
 #[derive(Debug)]
 struct PinnedClientVerifier {
-    allowed: Vec<[u8; 32]>,
+    allowed: Allowed,
     presented: Arc<Presented>,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -360,8 +409,9 @@ impl ClientCertVerifier for PinnedClientVerifier {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let fp = fingerprint(end_entity);
-        self.presented.set(fp);
-        if self.allowed.contains(&fp) {
+        let ok = self.allowed.contains(&fp);
+        self.presented.set(fp, !ok);
+        if ok {
             Ok(ClientCertVerified::assertion())
         } else {
             Err(unpinned_error())
@@ -414,7 +464,7 @@ fn tls_config_error(e: rustls::Error) -> NetError {
     NetError::Config(format!("TLS configuration: {e}"))
 }
 
-fn client_config_inner(
+pub(crate) fn client_config_inner(
     provider: &Arc<CryptoProvider>,
     key: &Arc<CertifiedKey>,
     expected: [u8; 32],
@@ -436,10 +486,10 @@ fn client_config_inner(
     Ok((Arc::new(cfg), presented))
 }
 
-fn server_config_inner(
+pub(crate) fn server_config_inner(
     provider: &Arc<CryptoProvider>,
     key: &Arc<CertifiedKey>,
-    allowed: Vec<[u8; 32]>,
+    allowed: Allowed,
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<Presented>), NetError> {
     let presented = Arc::new(Presented::default());
     let verifier = PinnedClientVerifier {
@@ -473,7 +523,7 @@ pub fn server_config(
     client_fingerprints: &[[u8; 32]],
 ) -> Result<Arc<rustls::ServerConfig>, NetError> {
     let key = identity.certified_key()?;
-    Ok(server_config_inner(&crypto_provider(), &key, client_fingerprints.to_vec())?.0)
+    Ok(server_config_inner(&crypto_provider(), &key, Allowed::Set(client_fingerprints.to_vec()))?.0)
 }
 
 /// The server name a client should use with [`client_config`] (never checked).
@@ -611,6 +661,8 @@ struct SetupCtx {
     counters: Arc<Counters>,
     deadline: Instant,
     connect_timeout: Duration,
+    /// Dialers write a session preamble (the peers listen on peer ports).
+    routed: bool,
 }
 
 impl SetupCtx {
@@ -679,27 +731,29 @@ async fn dial(ctx: Arc<SetupCtx>, peer: PartyId, tx: mpsc::UnboundedSender<Setup
     let _ = tx.send(ev);
 }
 
-async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
-    let target = ctx.peers.get(peer).copied().ok_or(NetError::NoSuchPeer { party: peer, me: ctx.me, n: ctx.n })?;
-    let addr = target.addr;
-    let who = format!("party {peer} at {addr}");
-    let mut backoff = BACKOFF_START;
-    let tcp = loop {
+/// TCP-connect to `addr`, retrying with backoff until the setup deadline.
+async fn connect_with_retry(
+    ctx: &SetupCtx,
+    addr: SocketAddr,
+    who: &str,
+    backoff: &mut Duration,
+) -> Result<TcpStream, NetError> {
+    loop {
         match timeout_at(ctx.deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => break s,
+            Ok(Ok(s)) => return Ok(s),
             Ok(Err(e)) => {
-                if Instant::now() + backoff >= ctx.deadline {
+                if Instant::now() + *backoff >= ctx.deadline {
                     return Err(NetError::Io {
                         who: format!("{who} (no connection within {:?})", ctx.connect_timeout),
                         source: e,
                     });
                 }
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(BACKOFF_MAX);
             }
             Err(_) => {
                 return Err(NetError::Io {
-                    who,
+                    who: who.to_owned(),
                     source: io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("connect timed out after {:?}", ctx.connect_timeout),
@@ -707,26 +761,54 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
                 })
             }
         }
-    };
-    tcp.set_nodelay(true).map_err(|e| NetError::Io { who: who.clone(), source: e })?;
-    let (cfg, presented) = client_config_inner(&ctx.provider, &ctx.key, target.fingerprint)?;
-    let connector = tokio_rustls::TlsConnector::from(cfg);
-    let io = Counted { inner: tcp, counters: ctx.counters.clone() };
-    let mut stream: Stream = match timeout_at(ctx.deadline, connector.connect(server_name(), io)).await {
-        Ok(Ok(s)) => s.into(),
-        Ok(Err(e)) => {
-            return Err(match presented.get() {
-                Some(fp) if fp != target.fingerprint => {
-                    NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }
-                }
-                _ => NetError::Tls { who, reason: format!("handshake failed: {e}") },
-            })
+    }
+}
+
+async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
+    let target = ctx.peers.get(peer).copied().ok_or(NetError::NoSuchPeer { party: peer, me: ctx.me, n: ctx.n })?;
+    let addr = target.addr;
+    let who = format!("party {peer} at {addr}");
+    let mut backoff = BACKOFF_START;
+    let mut stream: Stream = loop {
+        let mut tcp = connect_with_retry(ctx, addr, &who, &mut backoff).await?;
+        tcp.set_nodelay(true).map_err(|e| NetError::Io { who: who.clone(), source: e })?;
+        if ctx.routed {
+            let preamble = encode_preamble(&Preamble::Session(ctx.session_id));
+            match timeout_at(ctx.deadline, tcp.write_all(&preamble)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(NetError::Io { who, source: e }),
+                Err(_) => return Err(NetError::Tls { who, reason: "sending the preamble timed out".to_owned() }),
+            }
         }
-        Err(_) => {
-            return Err(NetError::Tls {
-                who,
-                reason: format!("handshake not completed within {:?}", ctx.connect_timeout),
-            })
+        let (cfg, presented) = client_config_inner(&ctx.provider, &ctx.key, target.fingerprint)?;
+        let connector = tokio_rustls::TlsConnector::from(cfg);
+        let io = Counted { inner: tcp, counters: ctx.counters.clone() };
+        match timeout_at(ctx.deadline, connector.connect(server_name(), io)).await {
+            Ok(Ok(s)) => break s.into(),
+            Ok(Err(e)) => {
+                // A peer port that holds our connection for a session it does
+                // not know yet closes it after a while without a word: the
+                // session may appear later, so dial again.
+                let silent_close = matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset);
+                if ctx.routed && presented.get().is_none() && silent_close && Instant::now() + backoff < ctx.deadline {
+                    tracing::debug!(peer, error = %e, "routed connection closed before the handshake, dialing again");
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                return Err(match presented.get() {
+                    Some(fp) if fp != target.fingerprint => {
+                        NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }
+                    }
+                    _ => NetError::Tls { who, reason: format!("handshake failed: {e}") },
+                });
+            }
+            Err(_) => {
+                return Err(NetError::Tls {
+                    who,
+                    reason: format!("handshake not completed within {:?}", ctx.connect_timeout),
+                })
+            }
         }
     };
     let hello = ctx.hello();
@@ -778,18 +860,46 @@ async fn dial_inner(ctx: &SetupCtx, peer: PartyId) -> Result<Stream, NetError> {
     }
 }
 
-async fn accept_loop(ctx: Arc<SetupCtx>, listener: TcpListener, tx: mpsc::UnboundedSender<SetupEvent>) {
+/// Where incoming connections of a session come from.
+enum Inbound {
+    /// A listener of our own.
+    Listener(TcpListener),
+    /// A [`crate::peer::PeerPort`], which has consumed the preamble.
+    Routed(SessionInbound),
+}
+
+impl Inbound {
+    /// The next incoming connection; `None` once no more can arrive.
+    async fn accept(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        match self {
+            Inbound::Listener(l) => Some(l.accept().await),
+            Inbound::Routed(r) => {
+                let tcp = r.recv().await?;
+                let addr = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                Some(Ok((tcp, addr)))
+            }
+        }
+    }
+}
+
+async fn accept_loop(ctx: Arc<SetupCtx>, mut inbound: Inbound, tx: mpsc::UnboundedSender<SetupEvent>) {
     let mut handshakes = JoinSet::new();
     loop {
         while handshakes.try_join_next().is_some() {}
         tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, addr)) => {
+            r = inbound.accept() => match r {
+                Some(Ok((tcp, addr))) => {
                     handshakes.spawn(accept_one(ctx.clone(), tcp, addr, tx.clone()));
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "accept failed");
                     sleep(BACKOFF_START).await;
+                }
+                None => {
+                    let _ = tx.send(SetupEvent::Fatal(NetError::PeerPort(
+                        "the peer port was shut down while the session was waiting for connections".to_owned(),
+                    )));
+                    break;
                 }
             },
             _ = tokio::time::sleep_until(ctx.deadline) => break,
@@ -828,19 +938,17 @@ async fn refuse(ctx: &SetupCtx, stream: &mut Stream, reason: &str) {
 async fn accept_inner(ctx: &SetupCtx, tcp: TcpStream, addr: SocketAddr) -> Result<(PartyId, Stream), AcceptErr> {
     use AcceptErr::{Authenticated, Unauthenticated};
     tcp.set_nodelay(true).map_err(|e| Unauthenticated(NetError::Io { who: addr.to_string(), source: e }))?;
-    let allowed: Vec<[u8; 32]> =
-        ctx.peers.iter().enumerate().filter(|(j, _)| *j != ctx.me).map(|(_, p)| p.fingerprint).collect();
-    let (cfg, presented) = server_config_inner(&ctx.provider, &ctx.key, allowed.clone()).map_err(Authenticated)?;
+    let allowed =
+        Allowed::Set(ctx.peers.iter().enumerate().filter(|(j, _)| *j != ctx.me).map(|(_, p)| p.fingerprint).collect());
+    let (cfg, presented) = server_config_inner(&ctx.provider, &ctx.key, allowed).map_err(Authenticated)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let io = Counted { inner: tcp, counters: ctx.counters.clone() };
     let mut stream: Stream = match timeout_at(ctx.deadline, acceptor.accept(io)).await {
         Ok(Ok(s)) => s.into(),
         Ok(Err(e)) => {
-            return Err(Unauthenticated(match presented.get() {
-                Some(fp) if !allowed.contains(&fp) => {
-                    NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) }
-                }
-                _ => NetError::Tls { who: addr.to_string(), reason: format!("handshake failed: {e}") },
+            return Err(Unauthenticated(match presented.refused() {
+                Some(fp) => NetError::UnpinnedCertificate { addr: addr.to_string(), fingerprint: hex(&fp) },
+                None => NetError::Tls { who: addr.to_string(), reason: format!("handshake failed: {e}") },
             }))
         }
         Err(_) => {
@@ -1176,7 +1284,33 @@ impl TlsTransport {
     /// Takes an already-bound listener (so tests can use port 0). Fails after
     /// at most `cfg.connect_timeout`.
     pub async fn establish(cfg: TlsConfig, listener: TcpListener) -> Result<TlsTransport, NetError> {
+        TlsTransport::establish_with(cfg, Inbound::Listener(listener)).await
+    }
+
+    /// Like [`TlsTransport::establish`], for parties that listen on a shared
+    /// [`PeerPort`](crate::peer::PeerPort): incoming connections come from
+    /// `inbound` (obtained with [`PeerPort::register`](crate::peer::PeerPort::register)
+    /// for `cfg.session_id`), and when dialing we write the session preamble
+    /// (see [`crate::peer`]) before the TLS handshake. `cfg.peers` holds the
+    /// peers' peer-port addresses.
+    ///
+    /// A dialed peer port that closes our connection before the handshake
+    /// (it holds connections for unknown sessions only for a while) is dialed
+    /// again until `cfg.connect_timeout`.
+    pub async fn establish_routed(cfg: TlsConfig, inbound: SessionInbound) -> Result<TlsTransport, NetError> {
+        if inbound.session_id() != cfg.session_id {
+            return Err(NetError::Config(format!(
+                "inbound connections are routed for session {}, but the configuration is for session {}",
+                hex(&inbound.session_id()),
+                hex(&cfg.session_id)
+            )));
+        }
+        TlsTransport::establish_with(cfg, Inbound::Routed(inbound)).await
+    }
+
+    async fn establish_with(cfg: TlsConfig, inbound: Inbound) -> Result<TlsTransport, NetError> {
         validate(&cfg)?;
+        let routed = matches!(inbound, Inbound::Routed(_));
         let provider = crypto_provider();
         let key = cfg.identity.certified_key()?;
         let counters = Arc::new(Counters::default());
@@ -1194,6 +1328,7 @@ impl TlsTransport {
             counters: counters.clone(),
             deadline: Instant::now() + cfg.connect_timeout,
             connect_timeout: cfg.connect_timeout,
+            routed,
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
@@ -1201,7 +1336,7 @@ impl TlsTransport {
             tasks.spawn(dial(ctx.clone(), j, tx.clone()));
         }
         if me + 1 < n {
-            tasks.spawn(accept_loop(ctx.clone(), listener, tx.clone()));
+            tasks.spawn(accept_loop(ctx.clone(), inbound, tx.clone()));
         }
         drop(tx);
 
