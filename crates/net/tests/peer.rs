@@ -187,6 +187,25 @@ async fn held_connection_is_dropped_after_the_hold_time() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_dialer_dials_again_after_its_held_connection_is_dropped() {
+    bounded(async {
+        let mut nodes = nodes(2).await;
+        // Party 0's port holds unknown sessions' connections only briefly.
+        let cfg = PeerPortConfig { hold_unrouted: Duration::from_millis(200), ..PeerPortConfig::default() };
+        let p0 = port_with(cfg).await;
+        nodes.peers[0].addr = p0.local_addr();
+        nodes.ports[0] = p0;
+        let dialer = spawn_party(&nodes, 1, SID_A);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let acceptor = spawn_party(&nodes, 0, SID_A);
+        let t0 = Arc::new(acceptor.await.unwrap().unwrap());
+        let t1 = Arc::new(dialer.await.unwrap().unwrap());
+        exchange(vec![t0, t1], SID_A, 2).await;
+    })
+    .await;
+}
+
 async fn expect_closed(mut s: TcpStream, what: &str) {
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
