@@ -381,7 +381,7 @@ pub fn run() -> Result<()> {
         let order = plan_order(&schema, &query, &plan, parties.len(), None, OrderMethodArg::Auto)?;
         let out = if order.is_some() {
             let locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
-            let phases = Phases { order: order.as_ref(), check: None, final_plan: None };
+            let phases = Phases { order: order.as_ref(), check: None };
             let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
             execute_with(&schema, &query, &plan, locals, phases, scheme, &names)?
         } else {

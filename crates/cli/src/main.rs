@@ -11,6 +11,7 @@ mod demo;
 mod local;
 mod node;
 mod procs;
+mod query;
 mod run;
 
 /// Concord: secure multiparty computation for organisations that may not share their data.
@@ -41,8 +42,10 @@ enum Command {
         #[command(subcommand)]
         command: node::PeerCommand,
     },
-    /// Run the node: HTTP API (health, metrics, datasets, OpenAPI) until Ctrl-C or SIGTERM.
+    /// Run the node: HTTP API, dashboard and peer port (sessions, heartbeats) until Ctrl-C or SIGTERM.
     Node(node::NodeArgs),
+    /// Ask a node to run a query as a session with other nodes; reconstruct the answer here.
+    Query(query::QueryArgs),
     /// One party of a `run --processes` run (started by `concord run`).
     #[command(hide = true)]
     RunParty(run::RunPartyArgs),
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
         Command::Dataset { command } => node::dataset(command),
         Command::Peer { command } => node::peer(command),
         Command::Node(args) => node::node(args),
+        Command::Query(args) => query::query(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),

@@ -6,14 +6,17 @@ use std::io::Write as _;
 use rand_core::TryRngCore as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use concord_net::peer::PeerPort;
 use concord_node::datasets::{self, Revalidation};
 use concord_node::identity::NodeIdentity;
 use concord_node::pairing::{self, Invitation, PairFields, PairReply, PairRequest};
 use concord_node::server::{self, AppState};
+use concord_node::service::{Service, Timing};
 use concord_node::store::STORE_FILE;
 use concord_node::{hex, unix_now, DatasetStatus, NodeConfig, PeerRecord, Store, CONFIG_FILE};
 
@@ -31,6 +34,12 @@ pub struct InitArgs {
     /// This node's name (its organisation), e.g. hospital-a.
     #[arg(long)]
     pub name: String,
+    /// Address of the HTTP API (analysts, dashboard, metrics); default 127.0.0.1:7300.
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
+    /// Address on which peers connect (mutually authenticated TLS); default 127.0.0.1:7301.
+    #[arg(long)]
+    pub mpc_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub dir: DirArg,
 }
@@ -86,8 +95,15 @@ pub enum PeerCommand {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// List paired peers.
+    /// List paired peers (with their health, when the node is running).
     List {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Revoke the pairing with a peer: it can no longer connect or take part in sessions.
+    Remove {
+        /// The peer's name.
+        name: String,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -101,6 +117,9 @@ pub struct NodeArgs {
     /// Listen address of the HTTP API (overrides `api_listen` of concord.toml; port 0 picks a free port).
     #[arg(long)]
     pub api_listen: Option<SocketAddr>,
+    /// Listen address of the peer port (overrides `mpc_listen` of concord.toml).
+    #[arg(long)]
+    pub mpc_listen: Option<SocketAddr>,
 }
 
 /// `concord init`.
@@ -118,7 +137,13 @@ pub fn init(args: InitArgs) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let identity = NodeIdentity::generate(&args.name)?;
     identity.write(dir)?;
-    let config = NodeConfig::new(&args.name);
+    let mut config = NodeConfig::new(&args.name);
+    if let Some(a) = args.api_listen {
+        config.api_listen = a;
+    }
+    if let Some(a) = args.mpc_listen {
+        config.mpc_listen = a;
+    }
     config.write_commented(&config_path)?;
     let data_dir = config.data_dir_in(dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -236,24 +261,40 @@ pub fn peer(command: PeerCommand) -> Result<()> {
             Ok(())
         }
         PeerCommand::Join { invitation, dir } => join(&invitation, &dir.dir),
+        PeerCommand::Remove { name, dir } => {
+            let (_, mut store) = open_node(&dir.dir)?;
+            store.revoke_peer(&name)?;
+            println!("Revoked the pairing with {name:?}: it can no longer connect or take part in sessions.");
+            Ok(())
+        }
         PeerCommand::List { dir } => {
-            let (_, store) = open_node(&dir.dir)?;
+            let (config, store) = open_node(&dir.dir)?;
             let peers = store.list_peers()?;
             if peers.is_empty() {
                 println!("No peers. Pair with `concord peer invite` here and `concord peer join` there.");
                 return Ok(());
             }
-            println!("{:<20} {:<16} {:<16} {:<22} {:<22} PAIRED_AT", "NAME", "TLS", "ED25519", "MPC", "API");
+            // Health comes from the running node's failure detector, if it runs.
+            let health: serde_json::Value = http_request(&config.api_listen.to_string(), "GET", "/api/peers", None)
+                .ok()
+                .filter(|(status, _)| *status == 200)
+                .and_then(|(_, body)| serde_json::from_str(&body).ok())
+                .unwrap_or_default();
+            let health_of = |name: &str| -> String {
+                let found = health["peers"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name));
+                found.and_then(|p| p["health"].as_str()).unwrap_or("node not running").to_owned()
+            };
+            println!("{:<20} {:<16} {:<16} {:<22} {:<17} PAIRED_AT", "NAME", "TLS", "ED25519", "MPC", "HEALTH");
             for p in peers {
                 let short = |s: &str| s.get(..16).unwrap_or(s).to_owned();
-                let api = if p.api_address.is_empty() { "-" } else { &p.api_address };
+                let health = if p.revoked_at.is_some() { "revoked".to_owned() } else { health_of(&p.name) };
                 println!(
-                    "{:<20} {:<16} {:<16} {:<22} {:<22} {}",
+                    "{:<20} {:<16} {:<16} {:<22} {:<17} {}",
                     p.name,
                     short(&p.tls_fingerprint),
                     short(&p.ed25519_public),
                     p.address,
-                    api,
+                    health,
                     p.added_at
                 );
             }
@@ -322,6 +363,7 @@ fn join(text: &str, dir: &Path) -> Result<()> {
         ed25519_public: reply.fields.ed25519_public,
         tls_fingerprint: reply.fields.tls_fingerprint,
         added_at: unix_now(),
+        revoked_at: None,
     };
     store.add_peer(&peer).with_context(|| {
         format!(
@@ -338,26 +380,32 @@ fn join(text: &str, dir: &Path) -> Result<()> {
 
 /// POST `body` (JSON) to `http://addr{path}` over plain HTTP/1.1; (status, body).
 fn post_json(addr: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    http_request(addr, "POST", path, Some(body))
+}
+
+/// One plain HTTP/1.1 request with an optional JSON body; (status, body).
+pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
     use std::io::Read as _;
     use std::net::{TcpStream, ToSocketAddrs as _};
     let target = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut response)?;
+    stream.take(64 << 20).read_to_end(&mut response)?;
     let response = String::from_utf8_lossy(&response);
     let (head, rest) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("malformed HTTP status line")?;
     Ok((status, rest.to_owned()))
 }
 
-/// `concord node`: serve the API until Ctrl-C or SIGTERM.
+/// `concord node`: serve the API and the peer port until Ctrl-C or SIGTERM.
 pub fn node(args: NodeArgs) -> Result<()> {
     let dir = &args.dir.dir;
     let (config, mut store) = open_node(dir)?;
@@ -371,26 +419,52 @@ pub fn node(args: NodeArgs) -> Result<()> {
             Err(e) => tracing::error!(dataset = %d.name, error = %e, "cannot re-validate dataset"),
         }
     }
+    for id in store.fail_interrupted_sessions()? {
+        tracing::warn!(session = %id, "session interrupted by a restart: marked failed");
+    }
     store.record_event("node.started", &format!("node {:?} started", config.name))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         let addr = args.api_listen.unwrap_or(config.api_listen);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        let mpc_addr = args.mpc_listen.unwrap_or(config.mpc_listen);
+        let mpc = tokio::net::TcpListener::bind(mpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for peers on {mpc_addr}"))?;
+        let mpc_bound = mpc.local_addr()?;
+        let port = PeerPort::start(mpc)?;
         println!("listening on http://{bound}");
+        println!("peer port {mpc_bound}");
         std::io::stdout().flush()?;
+        let advertise = config.mpc_listen.to_string();
         let me = PairFields {
             name: public.name.clone(),
             ed25519_public: public.ed25519_public.clone(),
             tls_fingerprint: public.tls_fingerprint.clone(),
-            mpc_address: config.mpc_listen.to_string(),
+            mpc_address: advertise.clone(),
         };
-        let state = AppState::with_identity(env!("CARGO_PKG_VERSION"), store, me);
+        let timing = Timing {
+            heartbeat_period: Duration::from_secs(config.heartbeat_period_secs.max(1)),
+            heartbeat_timeout: Duration::from_secs(config.heartbeat_timeout_secs.max(1)),
+            rpc_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(20),
+            recv_timeout: Duration::from_secs(60),
+        };
+        let store = Arc::new(Mutex::new(store));
+        let service = Service::new(identity, advertise, store.clone(), port.clone(), timing);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        service.spawn(stop_rx);
+        let state = AppState::with_service(env!("CARGO_PKG_VERSION"), store, me, service.clone());
         if config.dataset_check_secs > 0 {
             let period = Duration::from_secs(config.dataset_check_secs);
             tokio::spawn(datasets::revalidate_periodically(state.clone(), period));
         }
         server::serve(listener, state.clone(), shutdown_signal()).await?;
+        // Graceful shutdown: sessions still running here end cleanly on every node, with the reason.
+        let _ = tokio::time::timeout(Duration::from_secs(10), service.shutdown()).await;
+        let _ = stop_tx.send(true);
+        port.shutdown();
         state.with_store(|s| s.record_event("node.stopped", &format!("node {:?} stopped", config.name)));
         Ok(())
     });

@@ -11,9 +11,11 @@ use concord_analytics::{AnalyticsError, CheckInput, OrderInput, PartyOutcome, Sc
 use concord_data::LocalOrder;
 use concord_engine::EngineStats;
 use concord_query::input_check::{CheckPlan, InputCheck};
-use concord_query::order::{MethodChoice, OrderMethod, OrderPlan, OrderResults, OrderValue};
+use concord_query::order::{MethodChoice, OrderPlan};
 use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
 use rand_chacha::rand_core::SeedableRng;
+
+use concord_session::{order_revealed, SchemeChoice, SessionOptions, SessionSpec, ShareReport};
 
 use crate::local::{loopback_parties, run_parties};
 
@@ -131,79 +133,6 @@ pub enum OrderMethodArg {
     Sort,
 }
 
-/// What a party process needs besides its data file (all public).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct PartySpecJson {
-    schema: PathBuf,
-    sql: String,
-    parties: usize,
-    /// `None` for additive sharing.
-    threshold: Option<usize>,
-    m127: bool,
-    /// The minimum group size in force (schema or command line).
-    #[serde(default)]
-    min_group_size: Option<u64>,
-    /// The input check policy (`clamp`, `reject`; absent: off).
-    #[serde(default)]
-    input_check: Option<String>,
-    /// `--reveal final`: compute the final statistics inside MPC.
-    #[serde(default)]
-    reveal_final: bool,
-    /// The order method the analyst's planner chose (`true`: oblivious sort).
-    #[serde(default)]
-    order_sort: bool,
-}
-
-/// A party process's result share, sent to the analyst.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct ShareJson {
-    party: usize,
-    values: Vec<String>,
-    rounds: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    /// The public results of the interactive phase (opened to every party).
-    #[serde(default)]
-    order: Option<OrderJson>,
-    /// Rounds and bytes sent of the input check, if it ran.
-    #[serde(default)]
-    check: Option<(u64, u64)>,
-}
-
-/// [`OrderResults`] as a party process reports them (public values).
-#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct OrderJson {
-    suppressed: Vec<bool>,
-    /// (x_k, x_{k+1}, r) per group and order statistic, `None` for NULL or suppressed.
-    values: Vec<Option<(i64, i64, u64)>>,
-    rounds: u64,
-    bytes_sent: u64,
-}
-
-impl OrderJson {
-    fn new(r: &OrderResults, stats: EngineStats) -> Self {
-        OrderJson {
-            suppressed: r.suppressed.clone(),
-            values: r.values.iter().map(|v| v.map(|v| (v.lower, v.upper, v.remainder))).collect(),
-            rounds: stats.rounds,
-            bytes_sent: stats.bytes_sent,
-        }
-    }
-
-    fn results(&self, plan: &OrderPlan) -> OrderResults {
-        OrderResults {
-            stats: plan.stats.clone(),
-            min_group_size: plan.min_group_size,
-            suppressed: self.suppressed.clone(),
-            values: self
-                .values
-                .iter()
-                .map(|v| v.map(|(lower, upper, remainder)| OrderValue { lower, upper, remainder }))
-                .collect(),
-        }
-    }
-}
-
 /// Arguments of the hidden `concord run-party`.
 #[derive(Args, Clone, Debug)]
 pub struct RunPartyArgs {
@@ -217,192 +146,55 @@ pub struct RunPartyArgs {
     file: PathBuf,
 }
 
-fn scheme_of(threshold: Option<usize>) -> Scheme {
-    match threshold {
-        Some(t) => Scheme::Shamir { t },
-        None => Scheme::Additive,
-    }
-}
-
 /// `concord run-party`: one party of `concord run --processes`. Loads and
 /// checks its own file, computes its local statistics, connects, and sends
-/// its share of the totals to the parent (the analyst).
+/// its share of the result to the parent (the analyst).
 pub fn run_party(a: RunPartyArgs) -> Result<()> {
-    let spec: PartySpecJson = serde_json::from_str(&a.spec).context("parsing --spec")?;
+    let spec: SessionSpec = serde_json::from_str(&a.spec).context("parsing --spec")?;
     let me = a.child.party;
-    let schema_path = spec.schema.display().to_string();
-    let schema = Schema::from_toml(&read(&spec.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
-    let query = concord_query::parse(&spec.sql, &schema).map_err(|e| anyhow!("{e}"))?;
-    let plan = query.plan(&schema);
-    let choice = if spec.order_sort { OrderMethodArg::Sort } else { OrderMethodArg::Search };
-    let order = plan_order(&schema, &query, &plan, spec.parties, spec.min_group_size, choice)?;
-    let me_spec = PartySpec { name: format!("{me}"), file: a.file.clone() };
-    let (local, local_order) = local_inputs(&schema, &query, &plan, order.as_ref(), std::slice::from_ref(&me_spec))?
-        .pop()
-        .ok_or_else(|| anyhow!("party {me}: no statistics"))?;
+    let prepared = spec.prepare()?;
+    let local = prepared.local_input(me, &a.file)?;
     let (rt, net) = crate::procs::child_connect(&a.child, spec.parties, Duration::from_secs(60), || {})?;
-    if spec.reveal_final {
-        let fplan = FinalPlan::new(&query, &schema, &plan, spec.parties).map_err(|e| anyhow!("{e}"))?;
-        let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
-        let out = rt
-            .block_on(final_stats::party_final(net, &fplan, plan.stats.len(), &local, &mut rng))
-            .map_err(|e| anyhow!("party {me}: {e}"))?;
-        let share = ShareJson {
-            party: me,
-            values: out.components.iter().map(|v| v.to_string()).collect(),
-            rounds: out.stats.rounds,
-            bytes_sent: out.stats.bytes_sent,
-            bytes_received: out.stats.bytes_received,
-            order: None,
-            check: None,
-        };
-        return crate::procs::result(&serde_json::to_string(&share)?);
-    }
-    let domain = if spec.m127 { Domain::M127 } else { Domain::M61 };
     let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
-    let input = order_input(order.as_ref(), local_order.as_ref());
-    let policy = match spec.input_check.as_deref() {
-        None => InputCheck::Off,
-        Some(name) => InputCheck::parse(name).ok_or_else(|| anyhow!("party {me}: unknown input check {name:?}"))?,
-    };
-    let check_plan = check_plan(&schema, &plan, policy)?;
-    let check = check_plan.as_ref().map(|plan| CheckInput { plan, policy });
-    let out = rt
-        .block_on(concord_analytics::party_checked(
-            net,
-            scheme_of(spec.threshold),
-            domain,
-            &local,
-            input,
-            check,
-            &mut rng,
-        ))
-        .map_err(|e| anyhow!("party {me}: {e}"))?;
-    let share = ShareJson {
-        party: me,
-        values: out.share.expose().iter().map(|v| v.to_string()).collect(),
-        rounds: out.stats.rounds,
-        bytes_sent: out.stats.bytes_sent,
-        bytes_received: out.stats.bytes_received,
-        order: out.order.as_ref().map(|r| OrderJson::new(r, out.order_stats.unwrap_or_default())),
-        check: out.check_stats.map(|s| (s.rounds, s.bytes_sent)),
-    };
-    crate::procs::result(&serde_json::to_string(&share)?)
+    let report = rt.block_on(prepared.run_party(net, &local, &mut rng)).map_err(|e| anyhow!("party {me}: {e}"))?;
+    crate::procs::result(&serde_json::to_string(&report)?)
 }
 
-/// `concord run --processes`: the parent is the analyst.
-fn execute_processes(
-    args: &RunArgs,
-    schema: &Schema,
-    query: &Query,
-    plan: &StatsPlan,
-    parties: &[PartySpec],
-    scheme: Scheme,
-    phases: Phases<'_>,
-) -> Result<RunOutput> {
-    let Phases { order, check, final_plan } = phases;
+/// The session options `concord run`'s arguments ask for.
+fn session_options(args: &RunArgs) -> SessionOptions {
+    SessionOptions {
+        threshold: args.threshold,
+        scheme: args.scheme.map(scheme_choice),
+        min_group_size: args.min_group_size,
+        input_check: args.input_check.map(|c| InputCheck::from(c).name().to_owned()),
+        reveal_final: args.reveal == RevealArg::Final,
+        order_method: Some(order_method_name(args.order_method).to_owned()),
+    }
+}
+
+/// `concord run --processes`: the parent is the analyst; every party is a
+/// process that reads only its own file and reports its share.
+fn execute_processes(args: &RunArgs, schema_toml: &str, parties: &[PartySpec]) -> Result<RunOutput> {
     let n = parties.len();
-    let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
-    let schema_path = args.schema.as_path();
-    let schema_abs = std::fs::canonicalize(schema_path).unwrap_or_else(|_| schema_path.to_path_buf());
-    let spec = PartySpecJson {
-        schema: schema_abs,
-        sql: args.sql.clone(),
-        parties: n,
-        threshold: match scheme {
-            Scheme::Shamir { t } => Some(t),
-            _ => None,
-        },
-        m127: domain == Domain::M127,
-        min_group_size: order.and_then(|o| o.min_group_size),
-        input_check: check.map(|(_, p)| p.name().to_string()),
-        reveal_final: final_plan.is_some(),
-        order_sort: order.is_some_and(|o| matches!(o.method, OrderMethod::ObliviousSort { .. })),
-    };
-    let spec = serde_json::to_string(&spec)?;
+    let spec = SessionSpec::plan(schema_toml, &args.sql, n, &session_options(args))?;
+    let prepared = spec.prepare()?;
+    let spec_json = serde_json::to_string(&spec)?;
     let files: Vec<String> = parties.iter().map(|p| p.file.display().to_string()).collect();
     let start = Instant::now();
     let results = crate::procs::run_processes(
         n,
         "run-party",
-        |i| vec!["--spec".into(), spec.clone(), "--file".into(), files.get(i).cloned().unwrap_or_default()],
+        |i| vec!["--spec".into(), spec_json.clone(), "--file".into(), files.get(i).cloned().unwrap_or_default()],
         Duration::from_secs(60),
         None,
     )?;
-    let mut shares = Vec::with_capacity(n);
-    let mut stats = Vec::with_capacity(n);
-    let mut order_json: Option<OrderJson> = None;
-    let mut order_stats = Vec::new();
-    let mut check_stats = Vec::new();
-    for (i, r) in results.iter().enumerate() {
-        let s: ShareJson = serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable share"))?;
-        let values = s
-            .values
-            .iter()
-            .map(|v| v.parse::<u128>().with_context(|| format!("party {i} sent a bad share value {v:?}")))
-            .collect::<Result<Vec<u128>>>()?;
-        if s.party != i {
-            bail!("party {i} sent a share labelled as party {}", s.party);
-        }
-        if order.is_some() != s.order.is_some() {
-            bail!("party {i} did not report the public results of the interactive phase as planned");
-        }
-        if let Some(o) = &s.order {
-            order_stats.push(EngineStats {
-                rounds: o.rounds,
-                bytes_sent: o.bytes_sent,
-                bytes_received: 0,
-                messages_sent: 0,
-            });
-            let mine =
-                OrderJson { rounds: 0, bytes_sent: 0, suppressed: o.suppressed.clone(), values: o.values.clone() };
-            match &order_json {
-                None => order_json = Some(mine),
-                Some(first) if *first == mine => {}
-                Some(_) => bail!("party {i} reports other opened order statistics than party 0; refusing the result"),
-            }
-        }
-        if let Some((rounds, bytes_sent)) = s.check {
-            check_stats.push(EngineStats { rounds, bytes_sent, bytes_received: 0, messages_sent: 0 });
-        }
-        shares.push(concord_analytics::ResultShare::from_parts(i, n, scheme, domain, values));
-        stats.push(EngineStats {
-            rounds: s.rounds,
-            bytes_sent: s.bytes_sent,
-            bytes_received: s.bytes_received,
-            messages_sent: 0,
-        });
-    }
-    if let Some(fplan) = final_plan {
-        let comps: Vec<Vec<u64>> = shares.iter().map(|s| s.expose().iter().map(|v| *v as u64).collect()).collect();
-        let refs: Vec<&[u64]> = comps.iter().map(|c| c.as_slice()).collect();
-        let table = final_stats::finalize_final(query, schema, plan, fplan, &refs).map_err(|e| anyhow!("{e}"))?;
-        return Ok(final_output(table, stats, start, plan, fplan));
-    }
-    let refs: Vec<_> = shares.iter().collect();
-    let totals = concord_analytics::reconstruct(&refs).map_err(|e| anyhow!("{e}"))?;
-    let results = match (order, &order_json) {
-        (Some(plan), Some(j)) => Some(j.results(plan)),
-        _ => None,
-    };
-    let table =
-        concord_query::finalize_with(query, schema, plan, &totals, results.as_ref()).map_err(|e| anyhow!("{e}"))?;
-    Ok(RunOutput {
-        table,
-        domain,
-        scheme,
-        stats,
-        sample_received: Vec::new(),
-        seconds: start.elapsed().as_secs_f64(),
-        stats_per_party: plan.len(),
-        order: order.map(|o| o.describe(schema)),
-        order_revealed: order_revealed(order),
-        order_stats,
-        suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
-        check: check.map(|(c, p)| (c.describe(p, n), p)),
-        check_stats,
-        reveal_final: None,
-    })
+    let reports = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::from_str(r).with_context(|| format!("party {i} sent an unreadable share")))
+        .collect::<Result<Vec<ShareReport>>>()?;
+    let answer = prepared.reconstruct(&reports)?;
+    Ok(RunOutput::from_answer(answer, start.elapsed().as_secs_f64()))
 }
 
 /// The output of a `--reveal final` run.
@@ -427,15 +219,7 @@ fn final_output(
         check: None,
         check_stats: Vec::new(),
         order_revealed: order_revealed(None),
-        reveal_final: Some(format!(
-            "final statistics computed inside MPC: {} aggregate(s) over {} group(s), three-party replicated sharing \
-             over Z/2^64, fixed point with {} fractional bits (relative error within about 2^-13); the analyst \
-             receives only those values and NULL flags{}",
-            fplan.aggs.len(),
-            fplan.groups,
-            final_stats::FRAC,
-            if fplan.revealed.iter().any(|r| *r) { ", plus the totals of COUNT, SUM and HISTOGRAM" } else { "" }
-        )),
+        reveal_final: Some(concord_session::describe_final(fplan)),
     }
 }
 
@@ -476,8 +260,6 @@ pub struct Phases<'a> {
     pub order: Option<&'a OrderPlan>,
     /// The input check's plan and policy (never `Off`).
     pub check: Option<(&'a CheckPlan, InputCheck)>,
-    /// `--reveal final`: the final statistics computed inside MPC instead (processes only).
-    pub final_plan: Option<&'a FinalPlan>,
 }
 
 /// A party's name and data file.
@@ -530,6 +312,28 @@ pub struct RunOutput {
     pub order_revealed: &'static str,
 }
 
+impl RunOutput {
+    /// The output of a session's answer that took `seconds`.
+    pub fn from_answer(a: concord_session::Answer, seconds: f64) -> RunOutput {
+        RunOutput {
+            table: a.table,
+            domain: a.domain,
+            scheme: a.scheme,
+            stats: a.stats,
+            sample_received: Vec::new(),
+            seconds,
+            stats_per_party: a.stats_per_party,
+            order: a.order,
+            order_stats: a.order_stats,
+            suppressed: a.suppressed,
+            check: a.check,
+            check_stats: a.check_stats,
+            reveal_final: a.reveal_final,
+            order_revealed: a.order_revealed,
+        }
+    }
+}
+
 /// The plan of the interactive phase with its order method chosen
 /// (`--order-method`; identical at every party).
 pub fn plan_order(
@@ -540,42 +344,13 @@ pub fn plan_order(
     min_group_size: Option<u64>,
     method: OrderMethodArg,
 ) -> Result<Option<OrderPlan>> {
-    let mut order = query.order_plan(schema, plan, parties, min_group_size).map_err(|e| anyhow!("{e}"))?;
     let choice = match method {
         OrderMethodArg::Auto => MethodChoice::Auto,
         OrderMethodArg::Search => MethodChoice::Search,
         OrderMethodArg::Sort => MethodChoice::Sort,
     };
-    match order.as_mut() {
-        Some(o) => {
-            o.choose_method(choice, parties, schema.max_rows).map_err(|e| anyhow!("--order-method sort: {e}"))?
-        }
-        None if method == OrderMethodArg::Sort => {
-            bail!("--order-method sort: the query has no MIN, MAX, MEDIAN or PERCENTILE_CONT")
-        }
-        None => {}
-    }
-    Ok(order)
-}
-
-/// What the interactive phase of `order` opens to every computing party.
-fn order_revealed(order: Option<&OrderPlan>) -> &'static str {
-    match order.map(|o| o.method) {
-        Some(OrderMethod::ObliviousSort { .. }) => {
-            "the order statistics themselves (and which groups are suppressed or have no value); the sort's opened \
-             comparisons are simulatable after its secret shuffle"
-        }
-        _ => {
-            "the opened comparison bits, hence the order statistics (and which groups are suppressed or have no value)"
-        }
-    }
-}
-
-/// The field: GF(2^127-1) when secure comparisons run (the interactive
-/// phase or the input check), else the smallest that holds the pooled sums.
-fn pick_domain(plan: &StatsPlan, schema: &Schema, n: usize, comparisons: bool) -> Result<Domain> {
-    let (domain, _bound) = concord_query::choose_domain(plan, schema, n).map_err(|e| anyhow!("{e}"))?;
-    Ok(if comparisons { Domain::M127 } else { domain })
+    concord_session::plan_order(schema, query, plan, parties, min_group_size, choice)
+        .map_err(|e| anyhow!("{}", e.to_string().replacen("order method sort", "--order-method sort", 1)))
 }
 
 /// The input check's plan, `None` when off.
@@ -589,13 +364,7 @@ fn check_plan(schema: &Schema, plan: &StatsPlan, policy: InputCheck) -> Result<O
 /// The input check policy: as asked, else clamp where it can run (Shamir
 /// with n >= 2t + 1) and off otherwise (2 parties, additive sharing).
 pub fn choose_input_check(asked: Option<InputCheckArg>, scheme: Scheme, n: usize) -> Result<InputCheck> {
-    let policy = match asked {
-        Some(a) => a.into(),
-        None if concord_analytics::check_comparison_scheme(scheme, n).is_ok() => InputCheck::Clamp,
-        None => InputCheck::Off,
-    };
-    concord_analytics::check_input_scheme(policy, scheme, n).map_err(|e| anyhow!("{e}"))?;
-    Ok(policy)
+    Ok(concord_session::choose_input_check(asked.map(InputCheck::from), scheme, n)?)
 }
 
 /// Test knob (`--poison NAME=FACTOR`): multiply a party's local sums (not
@@ -638,19 +407,24 @@ fn order_input<'a>(plan: Option<&'a OrderPlan>, local: Option<&'a LocalOrder>) -
 
 /// Choose the scheme from the arguments.
 pub fn choose_scheme(n: usize, threshold: Option<usize>, scheme: Option<SchemeArg>) -> Result<Scheme> {
-    let s = match (scheme, threshold) {
-        (Some(SchemeArg::Additive), None) => Scheme::Additive,
-        (Some(SchemeArg::Additive), Some(t)) if t + 1 == n => Scheme::Additive,
-        (Some(SchemeArg::Additive), Some(t)) => {
-            bail!("additive sharing is n-of-n: its threshold is n - 1 = {}, not {t}", n.saturating_sub(1))
-        }
-        (Some(SchemeArg::Shamir), t) => Scheme::Shamir { t: t.unwrap_or(n.saturating_sub(1) / 2) },
-        (None, Some(t)) if t + 1 == n => Scheme::Additive,
-        (None, Some(t)) => Scheme::Shamir { t },
-        (None, None) => Scheme::default_for(n),
-    };
-    s.validate(n).map_err(|e| anyhow!("{e}"))?;
-    Ok(s)
+    Ok(concord_session::choose_scheme(n, threshold, scheme.map(scheme_choice))?)
+}
+
+/// The session crate's scheme choice for `--scheme`.
+pub fn scheme_choice(s: SchemeArg) -> SchemeChoice {
+    match s {
+        SchemeArg::Additive => SchemeChoice::Additive,
+        SchemeArg::Shamir => SchemeChoice::Shamir,
+    }
+}
+
+/// The name of an `--order-method`.
+pub fn order_method_name(m: OrderMethodArg) -> &'static str {
+    match m {
+        OrderMethodArg::Auto => "auto",
+        OrderMethodArg::Search => "search",
+        OrderMethodArg::Sort => "sort",
+    }
 }
 
 /// Load every party's data and compute its local statistics (each party's
@@ -711,9 +485,9 @@ pub fn execute_with(
     scheme: Scheme,
     names: &[String],
 ) -> Result<RunOutput> {
-    let Phases { order, check, .. } = phases;
+    let Phases { order, check } = phases;
     let n = locals.len();
-    let domain = pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
+    let domain = concord_session::pick_domain(plan, schema, n, order.is_some() || check.is_some())?;
     let stats_per_party = plan.len();
     let start = Instant::now();
     let parties = loopback_parties(n, "concord-run")?;
@@ -802,7 +576,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!("a joint query needs at least two --party NAME=FILE");
     }
     let schema_path = args.schema.display().to_string();
-    let schema = Schema::from_toml(&read(&args.schema, "schema")?).map_err(|e| anyhow!("{schema_path}: {e}"))?;
+    let schema_toml = read(&args.schema, "schema")?;
+    let schema = Schema::from_toml(&schema_toml).map_err(|e| anyhow!("{schema_path}: {e}"))?;
     let query = concord_query::parse(&args.sql, &schema).map_err(|e| anyhow!("{e}"))?;
     let plan = query.plan(&schema);
     let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
@@ -844,21 +619,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         if !args.poison.is_empty() {
             bail!("--poison is a test knob of in-process runs; it cannot be combined with --processes");
         }
-        let phases = Phases { order: order.as_ref(), check, final_plan: final_plan.as_ref() };
-        execute_processes(&args, &schema, &query, &plan, &parties, scheme, phases)?
+        execute_processes(&args, &schema_toml, &parties)?
     } else {
         let mut locals = local_inputs(&schema, &query, &plan, order.as_ref(), &parties)?;
         poison(&args.poison, &parties, &plan, &mut locals)?;
         let names: Vec<String> = parties.iter().map(|p| p.name.clone()).collect();
-        execute_with(
-            &schema,
-            &query,
-            &plan,
-            locals,
-            Phases { order: order.as_ref(), check, final_plan: None },
-            scheme,
-            &names,
-        )?
+        execute_with(&schema, &query, &plan, locals, Phases { order: order.as_ref(), check }, scheme, &names)?
     };
     print_output(&out, args.format)
 }
@@ -905,7 +671,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn print_output(out: &RunOutput, format: Format) -> Result<()> {
+/// Print a run's answer and costs in `format`.
+pub fn print_output(out: &RunOutput, format: Format) -> Result<()> {
     let rounds = out.stats.iter().map(|s| s.rounds).max().unwrap_or(0);
     let bytes = out.stats.iter().map(|s| s.bytes_sent).max().unwrap_or(0);
     match format {

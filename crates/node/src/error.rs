@@ -88,6 +88,15 @@ pub enum NodeError {
         /// Expiry, Unix seconds.
         expires_at: i64,
     },
+    /// No session with this id.
+    #[error("unknown_session: no session {0:?} on this node")]
+    UnknownSession(String),
+    /// A session with this id exists already.
+    #[error("a session {0:?} exists already")]
+    DuplicateSession(String),
+    /// No peer with this name.
+    #[error("unknown_peer: no paired peer named {0:?}")]
+    UnknownPeer(String),
     /// A peer with this name, key or fingerprint is already paired.
     #[error("peer_exists: already paired with a node named {0:?} (same name, key or fingerprint)")]
     DuplicatePeer(String),

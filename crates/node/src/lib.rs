@@ -30,12 +30,15 @@ mod error;
 pub mod identity;
 pub mod pairing;
 pub mod server;
+pub mod service;
 pub mod store;
 
 pub use config::{NodeConfig, PeerConfig};
 pub use error::NodeError;
 pub use identity::{NodeIdentity, PublicIdentity};
-pub use store::{DatasetRecord, DatasetStatus, Event, InvitationRecord, PeerRecord, Store};
+pub use store::{
+    DatasetRecord, DatasetStatus, Event, InvitationRecord, PeerRecord, SessionRecord, SessionState, Store,
+};
 
 /// Name of the configuration file inside a node directory.
 pub const CONFIG_FILE: &str = "concord.toml";

@@ -37,7 +37,9 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::pairing::{PairFields, PairReply, PairRequest};
-use crate::store::{DatasetRecord, DatasetStatus, PeerRecord, Store};
+use crate::service::Service;
+use crate::service::{parse_plan, ServiceError, SubmitRequest};
+use crate::store::{DatasetRecord, DatasetStatus, PeerRecord, SessionRecord, Store};
 use crate::NodeError;
 use crate::{unhex, unix_now};
 
@@ -51,7 +53,8 @@ struct Inner {
     name: String,
     me: Option<PairFields>,
     version: String,
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
+    service: Option<Service>,
     started: Instant,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -69,13 +72,38 @@ impl AppState {
         AppState::build(&name, version, store, Some(me))
     }
 
+    /// State of a running node: pairing, sessions and the failure detector
+    /// through `service`, which shares `store`.
+    pub fn with_service(version: &str, store: Arc<Mutex<Store>>, me: PairFields, service: Service) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                name: me.name.clone(),
+                me: Some(me),
+                version: version.to_owned(),
+                store,
+                service: Some(service),
+                started: Instant::now(),
+                requests: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn service(&self) -> Result<&Service, ApiError> {
+        self.inner.service.as_ref().ok_or_else(|| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_service",
+            message: "this server runs without the node service".into(),
+        })
+    }
+
     fn build(name: &str, version: &str, store: Store, me: Option<PairFields>) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 me,
                 name: name.to_owned(),
                 version: version.to_owned(),
-                store: Mutex::new(store),
+                store: Arc::new(Mutex::new(store)),
+                service: None,
                 started: Instant::now(),
                 requests: Mutex::new(BTreeMap::new()),
             }),
@@ -206,11 +234,20 @@ async fn get_dataset(
 
 async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let peers = state.store()?.list_peers()?;
+    let health = state.inner.service.as_ref().map(Service::health).unwrap_or_default();
     let peers: Vec<Value> = peers
         .into_iter()
         .map(|p| {
+            let h = health.get(&p.name);
+            let status = if p.revoked_at.is_some() {
+                "revoked"
+            } else {
+                h.map_or("unknown", |h| if h.state.is_empty() { "unknown" } else { h.state.as_str() })
+            };
             json!({ "name": p.name, "ed25519_public": p.ed25519_public, "tls_fingerprint": p.tls_fingerprint,
-                    "mpc_address": p.address, "paired_at": p.added_at })
+                    "mpc_address": p.address, "paired_at": p.added_at, "revoked_at": p.revoked_at,
+                    "health": status, "last_seen": h.and_then(|h| h.last_seen),
+                    "heartbeats_missed": h.map_or(0, |h| h.missed_total) })
         })
         .collect();
     Ok(Json(json!({ "peers": peers })))
@@ -262,6 +299,7 @@ async fn pair(
         ed25519_public: req.fields.ed25519_public.clone(),
         tls_fingerprint: req.fields.tls_fingerprint.clone(),
         added_at: now,
+        revoked_at: None,
     };
     store.accept_invitation(&req.invitation_id, now, &peer)?;
     drop(store);
@@ -285,6 +323,52 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         "# HELP concord_http_requests_total HTTP requests answered, by route and status.\n\
          # TYPE concord_http_requests_total counter"
     );
+    let counts = state.store()?.session_counts()?;
+    let _ =
+        writeln!(out, "# HELP concord_sessions Sessions known to this node, by state.\n# TYPE concord_sessions gauge");
+    for (st, n) in counts {
+        let _ = writeln!(out, "concord_sessions{{state=\"{}\"}} {n}", st.name());
+    }
+    if let Some(svc) = &state.inner.service {
+        let m = svc.metrics();
+        let _ = writeln!(
+            out,
+            "# HELP concord_mpc_bytes_sent_total Protocol bytes this node sent in sessions (all peers).\n\
+             # TYPE concord_mpc_bytes_sent_total counter\nconcord_mpc_bytes_sent_total {}",
+            m.mpc_bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP concord_control_bytes_sent_total Control-channel bytes sent, per peer.\n\
+             # TYPE concord_control_bytes_sent_total counter"
+        );
+        if let Ok(per) = m.control_bytes_sent.lock() {
+            for (peer, n) in per.iter() {
+                let _ = writeln!(out, "concord_control_bytes_sent_total{{peer=\"{}\"}} {n}", peer.replace('"', ""));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP concord_round_latency_seconds Mean time per protocol round of each finished session.\n\
+             # TYPE concord_round_latency_seconds summary\nconcord_round_latency_seconds_sum {}\nconcord_round_latency_seconds_count {}",
+            m.round_latency_us_sum.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
+            m.round_latency_count.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP concord_heartbeat_misses_total Heartbeats a peer did not answer.\n# TYPE concord_heartbeat_misses_total counter"
+        );
+        for (peer, h) in svc.health() {
+            let _ = writeln!(
+                out,
+                "concord_heartbeat_misses_total{{peer=\"{}\"}} {}",
+                peer.replace('"', ""),
+                h.missed_total
+            );
+            let up = u8::from(h.state == "up");
+            let _ = writeln!(out, "concord_peer_up{{peer=\"{}\"}} {up}", peer.replace('"', ""));
+        }
+    }
     let requests = state.inner.requests.lock().map_err(|_| ApiError::internal("metrics lock poisoned".into()))?;
     for ((route, status), n) in requests.iter() {
         let _ = writeln!(out, "concord_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
@@ -311,6 +395,129 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        let status = match e.code {
+            "unknown_session" | "unknown_dataset" => StatusCode::NOT_FOUND,
+            "unknown_peer" | "revoked_peer" | "bad_request" | "invalid_query" | "schema_mismatch"
+            | "invalid_dataset" => StatusCode::BAD_REQUEST,
+            "peer_down" | "peer_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
+            "peer_refused" | "bad_peer_reply" => StatusCode::BAD_GATEWAY,
+            "not_coordinator" | "session_finished" => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, code: e.code, message: e.message }
+    }
+}
+
+/// The JSON view of one session.
+fn session_json(store: &Store, rec: &SessionRecord) -> Result<Value, ApiError> {
+    let plan = parse_plan(rec)?;
+    let progress: Vec<Value> = store
+        .progress(&rec.id)?
+        .into_iter()
+        .map(|p| json!({ "party": p.party, "phase": p.phase, "at": p.at }))
+        .collect();
+    let results: Vec<Value> = if rec.state == crate::store::SessionState::Done {
+        store
+            .results(&rec.id)?
+            .into_iter()
+            .map(|(i, env)| Ok(json!({ "party": i, "envelope": serde_json::from_str::<Value>(&env).map_err(|e| ApiError::internal(e.to_string()))? })))
+            .collect::<Result<_, ApiError>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(json!({
+        "id": rec.id,
+        "state": rec.state.name(),
+        "reason": rec.reason,
+        "coordinator": rec.coordinator,
+        "dataset": plan.dataset,
+        "sql": plan.spec.sql,
+        "parties": plan.parties.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "finished_at": rec.finished_at,
+        "progress": progress,
+        "plan": plan,
+        "results": results,
+    }))
+}
+
+async fn submit_session(
+    State(state): State<AppState>,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(req) = body.map_err(|e| bad_request(e.body_text()))?;
+    let plan = state.service()?.submit(req).await?;
+    let store = state.store()?;
+    let rec = store.session(&plan.id)?;
+    Ok((StatusCode::ACCEPTED, Json(session_json(&store, &rec)?)))
+}
+
+async fn list_sessions(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store()?;
+    let sessions = store.list_sessions(100)?;
+    let views = sessions.iter().map(|r| session_json(&store, r)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "sessions": views })))
+}
+
+/// `?wait_ms=N`: hold the answer until the session's state or progress changes (long poll, at most 30 s).
+#[derive(serde::Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<axum::extract::Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|e| bad_request(e.body_text()))?;
+    let axum::extract::Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let view = || -> Result<Value, ApiError> {
+        let store = state.store()?;
+        let rec = store.session(&id)?;
+        session_json(&store, &rec)
+    };
+    let first = view()?;
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
+    let deadline = Instant::now() + wait;
+    let terminal = |v: &Value| matches!(v["state"].as_str(), Some("done" | "failed" | "cancelled"));
+    if terminal(&first) {
+        return Ok(Json(first));
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = view()?;
+        if now["state"] != first["state"] || now["progress"] != first["progress"] {
+            return Ok(Json(now));
+        }
+    }
+    Ok(Json(first))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Option<Json<CancelBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|e| bad_request(e.body_text()))?;
+    let reason = body.and_then(|Json(b)| b.reason).unwrap_or_else(|| "by the analyst".into());
+    state.service()?.cancel(&id, &reason).await?;
+    let store = state.store()?;
+    let rec = store.session(&id)?;
+    Ok(Json(session_json(&store, &rec)?))
+}
+
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -321,6 +528,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/datasets/{name}", get(get_dataset))
         .route("/api/peers", get(list_peers))
         .route("/api/pair", post(pair))
+        .route("/api/sessions", get(list_sessions).post(submit_session))
+        .route("/api/sessions/{id}", get(get_session))
+        .route("/api/sessions/{id}/cancel", post(cancel_session))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -63,6 +63,33 @@ const MIGRATIONS: &[M<'static>] = &[
             used_by TEXT
         ) STRICT;",
     ),
+    M::up(
+        "ALTER TABLE peers ADD COLUMN revoked_at INTEGER;
+        ALTER TABLE peers ADD COLUMN announced_at INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            coordinator TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+            reason TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            finished_at INTEGER
+        ) STRICT;
+        CREATE TABLE session_progress (
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            party TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (session_id, party)
+        ) STRICT;
+        CREATE TABLE session_results (
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            party_index INTEGER NOT NULL,
+            envelope TEXT NOT NULL,
+            PRIMARY KEY (session_id, party_index)
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
@@ -128,6 +155,8 @@ pub struct PeerRecord {
     pub tls_fingerprint: String,
     /// When the pairing completed, Unix seconds.
     pub added_at: i64,
+    /// When the pairing was revoked (`concord peer remove`), if it was.
+    pub revoked_at: Option<i64>,
 }
 
 /// A pairing invitation, as stored (never its secret). `Debug` redacts the
@@ -155,7 +184,7 @@ impl core::fmt::Debug for InvitationRecord {
     }
 }
 
-const PEER_COLUMNS: &str = "name, address, api_address, ed25519_public, tls_fingerprint, added_at";
+const PEER_COLUMNS: &str = "name, address, api_address, ed25519_public, tls_fingerprint, added_at, revoked_at";
 
 /// The store: one SQLite connection.
 pub struct Store {
@@ -420,6 +449,7 @@ impl Store {
                     ed25519_public: r.get(3)?,
                     tls_fingerprint: r.get(4)?,
                     added_at: r.get(5)?,
+                    revoked_at: r.get(6)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -440,6 +470,331 @@ impl Store {
     }
 }
 
+/// The state of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Created; participants are being asked.
+    Pending,
+    /// Every participant accepted; the computation runs.
+    Running,
+    /// Finished; the result shares were delivered.
+    Done,
+    /// Failed, with the reason recorded.
+    Failed,
+    /// Cancelled by the analyst or an operator.
+    Cancelled,
+}
+
+impl SessionState {
+    /// Its name in the store and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Pending => "pending",
+            SessionState::Running => "running",
+            SessionState::Done => "done",
+            SessionState::Failed => "failed",
+            SessionState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<SessionState> {
+        Some(match s {
+            "pending" => SessionState::Pending,
+            "running" => SessionState::Running,
+            "done" => SessionState::Done,
+            "failed" => SessionState::Failed,
+            "cancelled" => SessionState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the state is final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SessionState::Done | SessionState::Failed | SessionState::Cancelled)
+    }
+
+    /// Every state, in order.
+    pub const ALL: [SessionState; 5] = [
+        SessionState::Pending,
+        SessionState::Running,
+        SessionState::Done,
+        SessionState::Failed,
+        SessionState::Cancelled,
+    ];
+}
+
+/// A session as stored on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id (hex).
+    pub id: String,
+    /// The coordinating node.
+    pub coordinator: String,
+    /// The session plan, JSON (see `crate::session::SessionPlan`).
+    pub plan: String,
+    /// Current state.
+    pub state: SessionState,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// Created, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// Reached a final state, Unix seconds.
+    pub finished_at: Option<i64>,
+}
+
+/// One party's latest phase in a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The party's name.
+    pub party: String,
+    /// Its phase.
+    pub phase: String,
+    /// When it reached it, Unix seconds.
+    pub at: i64,
+}
+
+const SESSION_COLUMNS: &str = "id, coordinator, plan, state, reason, created_at, updated_at, finished_at";
+
+impl Store {
+    /// Record a new session (state pending) and log it.
+    pub fn create_session(&mut self, id: &str, coordinator: &str, plan: &str, summary: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let now = unix_now();
+            let exists: Option<String> =
+                tx.query_row("SELECT id FROM sessions WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(sql)?;
+            if exists.is_some() {
+                return Err(NodeError::DuplicateSession(id.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO sessions (id, coordinator, plan, state, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+                params![id, coordinator, plan, now],
+            )
+            .map_err(sql)?;
+            insert_event(tx, "session.created", &format!("session {id} created by {coordinator}: {summary}")).map_err(sql)
+        })
+    }
+
+    /// Move session `id` to `state` (with `reason`) and log it. A session in
+    /// a final state never changes: returns `false` then (and for `running`
+    /// asked of a running session), `true` if it changed.
+    pub fn set_session_state(
+        &mut self,
+        id: &str,
+        state: SessionState,
+        reason: Option<&str>,
+    ) -> Result<bool, NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let now = unix_now();
+            let current: Option<String> =
+                tx.query_row("SELECT state FROM sessions WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(sql)?;
+            let Some(current) = current else { return Err(NodeError::UnknownSession(id.to_owned())) };
+            let current = SessionState::parse(&current).ok_or_else(|| NodeError::Corrupt {
+                path: path.clone(),
+                reason: format!("session {id}: unknown state {current:?}"),
+            })?;
+            if current.is_terminal() || current == state {
+                return Ok(false);
+            }
+            let finished = state.is_terminal().then_some(now);
+            tx.execute(
+                "UPDATE sessions SET state = ?2, reason = ?3, updated_at = ?4, finished_at = ?5 WHERE id = ?1",
+                params![id, state.name(), reason, now, finished],
+            )
+            .map_err(sql)?;
+            let message = match reason {
+                Some(r) => format!("session {id} {}: {r}", state.name()),
+                None => format!("session {id} {}", state.name()),
+            };
+            insert_event(tx, &format!("session.{}", state.name()), &message).map_err(sql)?;
+            Ok(true)
+        })
+    }
+
+    /// Record that `party` reached `phase` in session `id`.
+    pub fn set_progress(&mut self, id: &str, party: &str, phase: &str) -> Result<(), NodeError> {
+        let now = unix_now();
+        self.conn
+            .execute(
+                "INSERT INTO session_progress (session_id, party, phase, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (session_id, party) DO UPDATE SET phase = excluded.phase, at = excluded.at",
+                params![id, party, phase, now],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Every party's latest phase in session `id`.
+    pub fn progress(&self, id: &str) -> Result<Vec<Progress>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT party, phase, at FROM session_progress WHERE session_id = ?1 ORDER BY party")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([id], |r| Ok(Progress { party: r.get(0)?, phase: r.get(1)?, at: r.get(2)? }))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Store party `index`'s sealed result for session `id` (first one wins);
+    /// returns how many results the session now has.
+    pub fn put_result(&mut self, id: &str, index: usize, envelope: &str) -> Result<usize, NodeError> {
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO session_results (session_id, party_index, envelope) VALUES (?1, ?2, ?3)",
+                params![id, index, envelope],
+            )
+            .map_err(|e| self.sql(e))?;
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM session_results WHERE session_id = ?1", [id], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The sealed results of session `id`, by party index.
+    pub fn results(&self, id: &str) -> Result<Vec<(usize, String)>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT party_index, envelope FROM session_results WHERE session_id = ?1 ORDER BY party_index")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([id], |r| Ok((usize::try_from(r.get::<_, i64>(0)?).unwrap_or(usize::MAX), r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Session `id`.
+    pub fn session(&self, id: &str) -> Result<SessionRecord, NodeError> {
+        let row = self
+            .conn
+            .query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), [id], read_session)
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        match row {
+            None => Err(NodeError::UnknownSession(id.to_owned())),
+            Some(r) => r.map_err(|reason| NodeError::Corrupt { path: self.path.clone(), reason }),
+        }
+    }
+
+    /// The `limit` most recent sessions, newest first.
+    pub fn list_sessions(&self, limit: usize) -> Result<Vec<SessionRecord>, NodeError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ?1"))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([limit], read_session).map_err(|e| self.sql(e))?;
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))?;
+        rows.into_iter().map(|r| r.map_err(|reason| NodeError::Corrupt { path: self.path.clone(), reason })).collect()
+    }
+
+    /// Number of sessions per state.
+    pub fn session_counts(&self) -> Result<Vec<(SessionState, u64)>, NodeError> {
+        let mut out = Vec::new();
+        for state in SessionState::ALL {
+            let n: i64 = self
+                .conn
+                .query_row("SELECT COUNT(*) FROM sessions WHERE state = ?1", [state.name()], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+            out.push((state, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// At start-up: every session left pending or running by a previous run
+    /// of the node failed; record why. Returns their ids.
+    pub fn fail_interrupted_sessions(&mut self) -> Result<Vec<String>, NodeError> {
+        let ids: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM sessions WHERE state IN ('pending', 'running')")
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))?
+        };
+        for id in &ids {
+            self.set_session_state(id, SessionState::Failed, Some("the node restarted during the session"))?;
+        }
+        Ok(ids)
+    }
+
+    /// Revoke the pairing with `name` (`concord peer remove`): it may no
+    /// longer connect or take part in sessions. Logged.
+    pub fn revoke_peer(&mut self, name: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let n = tx
+                .execute(
+                    "UPDATE peers SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    params![name, unix_now()],
+                )
+                .map_err(sql)?;
+            if n == 0 {
+                return Err(NodeError::UnknownPeer(name.to_owned()));
+            }
+            insert_event(tx, "peer.revoked", &format!("pairing with {name:?} revoked")).map_err(sql)
+        })
+    }
+
+    /// Record peer `name`'s new MPC address from a signed announcement made
+    /// at `at` (ignored unless newer than the last one). Returns whether it changed.
+    pub fn update_peer_address(&mut self, name: &str, address: &str, at: i64) -> Result<bool, NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let row: Option<(String, i64)> = tx
+                .query_row("SELECT address, announced_at FROM peers WHERE name = ?1", [name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(sql)?;
+            let Some((old, last)) = row else { return Err(NodeError::UnknownPeer(name.to_owned())) };
+            if at <= last {
+                return Ok(false);
+            }
+            tx.execute("UPDATE peers SET address = ?2, announced_at = ?3 WHERE name = ?1", params![name, address, at])
+                .map_err(sql)?;
+            if old != address {
+                insert_event(
+                    tx,
+                    "peer.moved",
+                    &format!("peer {name:?} announced its new address {address} (was {old})"),
+                )
+                .map_err(sql)?;
+            }
+            Ok(old != address)
+        })
+    }
+}
+
+/// Read one session row; the inner error is a corrupt value.
+fn read_session(r: &Row<'_>) -> rusqlite::Result<Result<SessionRecord, String>> {
+    let id: String = r.get(0)?;
+    let state: String = r.get(3)?;
+    let Some(state) = SessionState::parse(&state) else {
+        return Ok(Err(format!("session {id}: unknown state {state:?}")));
+    };
+    Ok(Ok(SessionRecord {
+        coordinator: r.get(1)?,
+        plan: r.get(2)?,
+        state,
+        reason: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        id,
+    }))
+}
+
 fn check_new_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> Result<(), NodeError> {
     let taken: Option<String> = tx
         .query_row(
@@ -457,7 +812,7 @@ fn check_new_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> Result<(), NodeErr
 
 fn insert_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> rusqlite::Result<()> {
     tx.execute(
-        &format!("INSERT INTO peers ({PEER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        &format!("INSERT INTO peers ({PEER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"),
         params![peer.name, peer.address, peer.api_address, peer.ed25519_public, peer.tls_fingerprint, peer.added_at],
     )?;
     insert_event(
@@ -532,6 +887,7 @@ mod tests {
             ed25519_public: key.repeat(32),
             tls_fingerprint: key.repeat(32),
             added_at: 1,
+            revoked_at: None,
         }
     }
 

@@ -1,0 +1,1194 @@
+//! The running node: peer control channel, failure detector, discovery of
+//! moved peers, and sessions (coordinator and participant sides).
+//!
+//! Every node listens on one peer port ([`concord_net::peer::PeerPort`]):
+//! mutually authenticated TLS 1.3 connections from paired, non-revoked peers
+//! only, routed either to a session's MPC mesh or to the control channel,
+//! which carries one JSON [`PeerRequest`] and one [`PeerReply`] per
+//! connection.
+//!
+//! # Sessions
+//!
+//! The node that receives a query (the coordinator) checks that every named
+//! party is itself or a paired peer, asks each for the schema of the named
+//! dataset and refuses a mismatch, chooses the whole computation
+//! ([`SessionSpec::plan`]) and sends every participant the [`SessionPlan`]
+//! (`propose`). Each participant verifies it for itself (it is named once,
+//! every other party is a peer it paired with under the same fingerprint,
+//! its dataset exists, is valid and has exactly the plan's schema, and the
+//! plan re-derives), stores it as `pending`, and accepts. When all accepted,
+//! the coordinator sends `start`; the participants connect to each other
+//! through their peer ports, run the computation on a thread of their own
+//! (never on the node's async workers), seal their result share to the
+//! analyst's key ([`concord_session::seal`]) and send it to the coordinator,
+//! which stores the envelopes for the analyst. States are stored durably on
+//! every node: pending, running, done, failed (with the reason), cancelled.
+//!
+//! A party that crashes breaks its TLS connections: the others' transports
+//! fail naming it, they record and report the failure, and the coordinator
+//! tells everyone the reason; the failure detector (heartbeats) catches a
+//! silent party as well. A restarted node marks the sessions it was running
+//! as failed. Continuing despite a lost party is not attempted.
+//!
+//! # Failure detector and discovery
+//!
+//! Every `heartbeat_period` the node pings each peer. A peer that answered
+//! within `heartbeat_timeout` is `up`; one that missed a ping but answered
+//! within the timeout is `suspected`; beyond it, `down`, and pings back off
+//! exponentially (up to 16 periods) until it answers again. At start-up, a
+//! node announces its address to its peers in a message signed with its
+//! Ed25519 key; a peer stores the new address only if the signature verifies
+//! with the pinned key and the announcement is newer than the last one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use concord_net::peer::{control_accept, control_call, PeerPort};
+use concord_net::tls::{FingerprintPredicate, TlsConfig, TlsPeer, TlsTransport};
+use concord_session::seal::{seal, Envelope};
+use concord_session::{SessionOptions, SessionSpec};
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use rand_core::{OsRng, TryRngCore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::identity::NodeIdentity;
+use crate::store::{DatasetStatus, PeerRecord, SessionRecord, SessionState, Store};
+use crate::{hex, unhex, unix_now, NodeError};
+
+/// One party of a session plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanParty {
+    /// The node's name.
+    pub name: String,
+    /// Its peer address (`host:port`).
+    pub address: String,
+    /// Its TLS fingerprint, hex.
+    pub tls_fingerprint: String,
+}
+
+/// Everything every participant of a session is told before it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionPlan {
+    /// Session id: 16 random bytes, hex.
+    pub id: String,
+    /// The coordinating node.
+    pub coordinator: String,
+    /// The dataset every party computes on.
+    pub dataset: String,
+    /// The parties, in party order.
+    pub parties: Vec<PlanParty>,
+    /// The computation.
+    pub spec: SessionSpec,
+    /// The analyst's X25519 public key, hex: only the analyst can open the result shares.
+    pub analyst_key: String,
+    /// When the coordinator created it, Unix seconds.
+    pub created_at: i64,
+}
+
+impl SessionPlan {
+    /// Index of party `name`, if it is one.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.parties.iter().position(|p| p.name == name)
+    }
+
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        let names: Vec<&str> = self.parties.iter().map(|p| p.name.as_str()).collect();
+        format!("{} on dataset {:?} with {}", self.spec.sql, self.dataset, names.join(", "))
+    }
+}
+
+/// A node's signed announcement of its peer address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announcement {
+    /// The announcing node.
+    pub name: String,
+    /// Its peer address now.
+    pub address: String,
+    /// When, Unix seconds (announcements older than the last are ignored).
+    pub at: i64,
+    /// Ed25519 signature over [`Announcement::message`], hex.
+    pub signature: String,
+}
+
+impl Announcement {
+    fn message(name: &str, address: &str, at: i64) -> Vec<u8> {
+        format!("concord-announce/v1\n{name}\n{address}\n{at}").into_bytes()
+    }
+
+    /// Sign an announcement.
+    pub fn sign(identity: &NodeIdentity, address: &str, at: i64) -> Announcement {
+        let sig = identity.signing_key().sign(&Announcement::message(identity.name(), address, at));
+        Announcement {
+            name: identity.name().to_owned(),
+            address: address.to_owned(),
+            at,
+            signature: hex(&sig.to_bytes()),
+        }
+    }
+
+    /// Verify it with the pinned Ed25519 key (hex).
+    pub fn verify(&self, ed25519_public: &str) -> bool {
+        let Some(key) = unhex(ed25519_public).and_then(|k| <[u8; 32]>::try_from(k).ok()) else { return false };
+        let Ok(key) = VerifyingKey::from_bytes(&key) else { return false };
+        let Some(sig) = unhex(&self.signature).and_then(|s| <[u8; 64]>::try_from(s).ok()) else { return false };
+        key.verify(&Announcement::message(&self.name, &self.address, self.at), &Signature::from_bytes(&sig)).is_ok()
+    }
+}
+
+/// A control message from one node to another.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeerRequest {
+    /// Heartbeat.
+    Ping {
+        /// Sender's clock, Unix seconds.
+        at: i64,
+    },
+    /// The sender's (possibly new) address, signed.
+    Announce(Announcement),
+    /// The schema of one of the receiver's datasets.
+    Schema {
+        /// The dataset's name.
+        dataset: String,
+    },
+    /// Take part in a session (from its coordinator).
+    Propose {
+        /// The plan.
+        plan: Box<SessionPlan>,
+    },
+    /// Start an accepted session (from its coordinator).
+    Start {
+        /// Session id.
+        session: String,
+    },
+    /// Cancel or fail a session (from its coordinator).
+    Cancel {
+        /// Session id.
+        session: String,
+        /// Why.
+        reason: String,
+        /// Whether it failed (else it was cancelled).
+        failed: bool,
+    },
+    /// A participant's progress (to the coordinator).
+    Progress {
+        /// Session id.
+        session: String,
+        /// Phase reached.
+        phase: String,
+    },
+    /// A participant's sealed result (to the coordinator).
+    Finished {
+        /// Session id.
+        session: String,
+        /// The result share, sealed to the analyst.
+        envelope: Envelope,
+        /// Rounds and bytes sent, public.
+        rounds: u64,
+        /// Bytes sent by the participant.
+        bytes_sent: u64,
+    },
+    /// A participant failed (to the coordinator).
+    Failed {
+        /// Session id.
+        session: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PeerReply {
+    /// Done.
+    Ok,
+    /// Heartbeat answer.
+    Pong {
+        /// Receiver's clock.
+        at: i64,
+    },
+    /// A dataset's schema.
+    Schema {
+        /// Its schema, TOML.
+        schema_toml: String,
+    },
+    /// Refused, with a stable code and a message.
+    Error {
+        /// Stable code.
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// A refusal or failure of the service, with a stable code for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// Stable code (`unknown_peer`, `schema_mismatch`, ...).
+    pub code: &'static str,
+    /// What was wrong, naming the party or input.
+    pub message: String,
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+fn err(code: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError { code, message: message.into() }
+}
+
+impl From<NodeError> for ServiceError {
+    fn from(e: NodeError) -> ServiceError {
+        let code = match &e {
+            NodeError::UnknownDataset(_) => "unknown_dataset",
+            NodeError::UnknownSession(_) => "unknown_session",
+            NodeError::UnknownPeer(_) => "unknown_peer",
+            _ => "internal",
+        };
+        err(code, e.to_string())
+    }
+}
+
+/// What an analyst submits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The query.
+    pub sql: String,
+    /// The parties, by node name, in party order.
+    pub parties: Vec<String>,
+    /// The dataset (default: the query's FROM table).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Options of the computation.
+    #[serde(default)]
+    pub options: SessionOptions,
+    /// The analyst's X25519 public key for this session, hex.
+    pub analyst_key: String,
+}
+
+/// A peer's health as the failure detector sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Health {
+    /// `up`, `suspected`, `down` or `unknown` (not pinged yet).
+    pub state: String,
+    /// Last answer, Unix seconds.
+    pub last_seen: Option<i64>,
+    /// Heartbeats missed in a row.
+    pub missed: u64,
+    /// Heartbeats missed in total.
+    pub missed_total: u64,
+    #[serde(skip)]
+    next_ping: Option<Instant>,
+}
+
+/// Timeouts and periods of the service.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Between heartbeats.
+    pub heartbeat_period: Duration,
+    /// Silence after which a peer is down.
+    pub heartbeat_timeout: Duration,
+    /// One control call.
+    pub rpc_timeout: Duration,
+    /// Connecting a session's mesh.
+    pub connect_timeout: Duration,
+    /// Waiting for one protocol message.
+    pub recv_timeout: Duration,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Protocol bytes sent in sessions (all peers).
+    pub mpc_bytes_sent: AtomicU64,
+    /// Control bytes sent, per peer.
+    pub control_bytes_sent: Mutex<BTreeMap<String, u64>>,
+    /// Sum of per-round latencies (session compute seconds / rounds), microseconds.
+    pub round_latency_us_sum: AtomicU64,
+    /// Sessions counted in `round_latency_us_sum`.
+    pub round_latency_count: AtomicU64,
+}
+
+struct Shared {
+    identity: NodeIdentity,
+    advertise: String,
+    store: Arc<Mutex<Store>>,
+    port: PeerPort,
+    timing: Timing,
+    health: Mutex<BTreeMap<String, Health>>,
+    cancels: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
+    metrics: Metrics,
+    slow_ms: u64,
+}
+
+/// The running node's service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("name", &self.shared.identity.name()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fingerprint_of(hex_fp: &str) -> Option<[u8; 32]> {
+    unhex(hex_fp).and_then(|v| v.try_into().ok())
+}
+
+/// The table after FROM in `sql` (the default dataset name).
+fn from_table(sql: &str) -> Option<String> {
+    let mut words = sql.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("from") {
+            return words.next().map(|t| t.trim_end_matches([';', ',', ')']).to_owned());
+        }
+    }
+    None
+}
+
+/// The first line where two schema texts differ.
+fn first_difference(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (la.get(i).copied().unwrap_or("<end>"), lb.get(i).copied().unwrap_or("<end>"));
+        if x.trim() != y.trim() {
+            return format!("line {}: {:?} vs {:?}", i + 1, x.trim(), y.trim());
+        }
+    }
+    "whitespace only".to_owned()
+}
+
+/// Replace `party i` in a transport error by `party i (name)`.
+fn name_parties(reason: &str, plan: &SessionPlan) -> String {
+    let mut out = reason.to_owned();
+    for (i, p) in plan.parties.iter().enumerate() {
+        out = out.replace(&format!("party {i} "), &format!("party {i} ({}) ", p.name));
+    }
+    out
+}
+
+impl Service {
+    /// A service for `identity` over `store`, with its peer port already
+    /// started. `advertise` is the peer address announced to peers.
+    pub fn new(
+        identity: NodeIdentity,
+        advertise: String,
+        store: Arc<Mutex<Store>>,
+        port: PeerPort,
+        timing: Timing,
+    ) -> Service {
+        // Test hook: slow every computation down (to kill a node mid-session in tests).
+        let slow_ms = std::env::var("CONCORD_TEST_SESSION_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Service {
+            shared: Arc::new(Shared {
+                identity,
+                advertise,
+                store,
+                port,
+                timing,
+                health: Mutex::new(BTreeMap::new()),
+                cancels: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
+                slow_ms,
+            }),
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        self.shared.identity.name()
+    }
+
+    /// The counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.shared.store)
+    }
+
+    /// Every peer's health (paired, non-revoked peers; `unknown` before the first ping).
+    pub fn health(&self) -> BTreeMap<String, Health> {
+        lock(&self.shared.health).clone()
+    }
+
+    /// Start the background tasks (control server, heartbeats, announcement)
+    /// on the current runtime; they stop when `shutdown` turns true.
+    pub fn spawn(&self, shutdown: watch::Receiver<bool>) {
+        if let Some(rx) = self.shared.port.take_control() {
+            tokio::spawn(self.clone().control_server(rx, shutdown.clone()));
+        }
+        tokio::spawn(self.clone().heartbeats(shutdown.clone()));
+        tokio::spawn(self.clone().announce());
+    }
+
+    fn active_peer(&self, name: &str) -> Result<PeerRecord, ServiceError> {
+        let peers = self.store().list_peers()?;
+        let p = peers
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| err("unknown_peer", format!("{name:?} is not a paired peer of node {:?}", self.name())))?;
+        if let Some(at) = p.revoked_at {
+            return Err(err("revoked_peer", format!("the pairing with {name:?} was revoked at {at} (Unix seconds)")));
+        }
+        Ok(p)
+    }
+
+    fn add_control_bytes(&self, peer: &str, n: usize) {
+        *lock(&self.shared.metrics.control_bytes_sent).entry(peer.to_owned()).or_insert(0) += n as u64;
+    }
+
+    /// Send `req` to peer `name` and return its reply (a refusal becomes an error naming the peer).
+    pub async fn call(&self, name: &str, req: &PeerRequest) -> Result<PeerReply, ServiceError> {
+        let peer = self.active_peer(name)?;
+        let fp = fingerprint_of(&peer.tls_fingerprint)
+            .ok_or_else(|| err("internal", format!("stored fingerprint of {name:?} is corrupt")))?;
+        let body = serde_json::to_vec(req).map_err(|e| err("internal", e.to_string()))?;
+        self.add_control_bytes(name, body.len());
+        let reply = control_call(self.shared.identity.tls(), &peer.address, fp, &body, self.shared.timing.rpc_timeout)
+            .await
+            .map_err(|e| err("peer_unreachable", format!("peer {name:?} at {} did not answer: {e}", peer.address)))?;
+        let reply: PeerReply = serde_json::from_slice(&reply)
+            .map_err(|e| err("bad_peer_reply", format!("peer {name:?} sent an unreadable reply: {e}")))?;
+        if let PeerReply::Error { code, message } = &reply {
+            return Err(ServiceError {
+                code: "peer_refused",
+                message: format!("peer {name:?} refused ({code}): {message}"),
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn control_server(
+        self,
+        mut rx: tokio::sync::mpsc::Receiver<tokio::net::TcpStream>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let stream = tokio::select! {
+                s = rx.recv() => match s { Some(s) => s, None => return },
+                _ = stop.changed() => return,
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let store = me.shared.store.clone();
+                let allowed: FingerprintPredicate = Arc::new(move |fp: &[u8; 32]| {
+                    let hexfp = hex(fp);
+                    lock(&store)
+                        .list_peers()
+                        .map(|ps| ps.iter().any(|p| p.tls_fingerprint == hexfp && p.revoked_at.is_none()))
+                        .unwrap_or(false)
+                });
+                let req = match control_accept(stream, me.shared.identity.tls(), allowed, me.shared.timing.rpc_timeout)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refused a peer connection");
+                        return;
+                    }
+                };
+                let fp = hex(&req.peer_fingerprint);
+                let from = me.store().list_peers().ok().and_then(|ps| ps.into_iter().find(|p| p.tls_fingerprint == fp));
+                let reply = match (from, serde_json::from_slice::<PeerRequest>(&req.request)) {
+                    (None, _) => PeerReply::Error { code: "unknown_peer".into(), message: "not paired".into() },
+                    (Some(_), Err(e)) => PeerReply::Error { code: "bad_request".into(), message: e.to_string() },
+                    (Some(peer), Ok(r)) => me.handle(&peer.name, r).await,
+                };
+                let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                if let Err(e) = req.reply(&bytes).await {
+                    tracing::debug!(error = %e, "could not send a control reply");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, from: &str, req: PeerRequest) -> PeerReply {
+        let result = match req {
+            PeerRequest::Ping { .. } => {
+                self.saw(from);
+                return PeerReply::Pong { at: unix_now() };
+            }
+            PeerRequest::Announce(a) => self.on_announce(from, &a),
+            PeerRequest::Schema { dataset } => match self.store().get_dataset(&dataset) {
+                Ok(d) => match d.status {
+                    DatasetStatus::Valid => return PeerReply::Schema { schema_toml: d.schema_toml },
+                    DatasetStatus::Invalid(reason) => Err(err(
+                        "invalid_dataset",
+                        format!("dataset {dataset:?} on node {:?} is invalid: {reason}", self.name()),
+                    )),
+                },
+                Err(NodeError::UnknownDataset(_)) => {
+                    Err(err("unknown_dataset", format!("node {:?} has no dataset named {dataset:?}", self.name())))
+                }
+                Err(e) => Err(e.into()),
+            },
+            PeerRequest::Propose { plan } => self.on_propose(from, &plan),
+            PeerRequest::Start { session } => self.on_start(from, &session),
+            PeerRequest::Cancel { session, reason, failed } => self.on_cancel(from, &session, &reason, failed),
+            PeerRequest::Progress { session, phase } => self.on_progress(from, &session, &phase),
+            PeerRequest::Finished { session, envelope, rounds, bytes_sent } => {
+                self.on_finished(from, &session, &envelope, rounds, bytes_sent).await
+            }
+            PeerRequest::Failed { session, reason } => self.on_failed(from, &session, &reason).await,
+        };
+        match result {
+            Ok(()) => PeerReply::Ok,
+            Err(e) => PeerReply::Error { code: e.code.to_owned(), message: e.message },
+        }
+    }
+
+    fn on_announce(&self, from: &str, a: &Announcement) -> Result<(), ServiceError> {
+        let peer = self.active_peer(from)?;
+        if a.name != from || !a.verify(&peer.ed25519_public) {
+            tracing::warn!(peer = from, "announcement with a bad signature or name refused");
+            return Err(err("bad_signature", "the announcement's signature does not verify with the pinned key"));
+        }
+        if self.store().update_peer_address(from, &a.address, a.at)? {
+            tracing::info!(peer = from, address = %a.address, "peer moved");
+        }
+        self.saw(from);
+        Ok(())
+    }
+
+    fn saw(&self, peer: &str) {
+        let mut health = lock(&self.shared.health);
+        let h = health.entry(peer.to_owned()).or_default();
+        if h.state == "down" {
+            let _ = self.store().record_event("peer.up", &format!("peer {peer:?} is up again"));
+        }
+        h.state = "up".into();
+        h.last_seen = Some(unix_now());
+        h.missed = 0;
+        h.next_ping = None;
+    }
+
+    async fn announce(self) {
+        let a = Announcement::sign(&self.shared.identity, &self.shared.advertise, unix_now());
+        let peers = self.store().list_peers().unwrap_or_default();
+        for p in peers.into_iter().filter(|p| p.revoked_at.is_none()) {
+            match self.call(&p.name, &PeerRequest::Announce(a.clone())).await {
+                Ok(_) => tracing::info!(peer = %p.name, "announced our address"),
+                Err(e) => {
+                    tracing::info!(peer = %p.name, error = %e, "could not announce our address (will retry on heartbeat)")
+                }
+            }
+        }
+    }
+
+    async fn heartbeats(self, mut stop: watch::Receiver<bool>) {
+        let period = self.shared.timing.heartbeat_period;
+        loop {
+            let peers = self.store().list_peers().unwrap_or_default();
+            let now = Instant::now();
+            let mut calls = Vec::new();
+            for p in peers.iter().filter(|p| p.revoked_at.is_none()) {
+                let due = lock(&self.shared.health).get(&p.name).and_then(|h| h.next_ping).is_none_or(|t| t <= now);
+                if due {
+                    let me = self.clone();
+                    let name = p.name.clone();
+                    calls.push(tokio::spawn(async move {
+                        let ok = me.call(&name, &PeerRequest::Ping { at: unix_now() }).await.is_ok();
+                        (name, ok)
+                    }));
+                }
+            }
+            for c in calls {
+                let Ok((name, ok)) = c.await else { continue };
+                if ok {
+                    let was_down = lock(&self.shared.health).get(&name).is_some_and(|h| h.state == "down");
+                    self.saw(&name);
+                    if was_down {
+                        tokio::spawn(self.clone().announce());
+                    }
+                } else {
+                    self.missed(&name);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn missed(&self, peer: &str) {
+        let period = self.shared.timing.heartbeat_period;
+        let timeout = self.shared.timing.heartbeat_timeout.as_secs() as i64;
+        let became_down = {
+            let mut health = lock(&self.shared.health);
+            let h = health.entry(peer.to_owned()).or_default();
+            h.missed += 1;
+            h.missed_total += 1;
+            let silent_for = h.last_seen.map_or(i64::MAX, |t| unix_now() - t);
+            let was_down = h.state == "down";
+            if silent_for >= timeout || (h.last_seen.is_none() && h.missed >= 2) {
+                h.state = "down".into();
+                let backoff = period * 2u32.saturating_pow(u32::try_from(h.missed.min(4)).unwrap_or(4));
+                h.next_ping = Some(Instant::now() + backoff);
+            } else {
+                h.state = "suspected".into();
+            }
+            !was_down && h.state == "down"
+        };
+        if became_down {
+            tracing::warn!(peer, "peer is down");
+            let _ = self.store().record_event("peer.down", &format!("peer {peer:?} stopped answering heartbeats"));
+            let me = self.clone();
+            let peer = peer.to_owned();
+            tokio::spawn(async move { me.fail_sessions_with(&peer).await });
+        }
+    }
+
+    /// The coordinator side: fail every active session that involves `peer`.
+    async fn fail_sessions_with(&self, peer: &str) {
+        let sessions = self.store().list_sessions(200).unwrap_or_default();
+        for s in sessions.into_iter().filter(|s| !s.state.is_terminal() && s.coordinator == self.name()) {
+            let Ok(plan) = serde_json::from_str::<SessionPlan>(&s.plan) else { continue };
+            if plan.index_of(peer).is_some() {
+                let reason = format!("party {peer:?} is down (no heartbeat answer)");
+                self.finish(&plan, SessionState::Failed, &reason).await;
+            }
+        }
+    }
+
+    /// Graceful shutdown: end every session still active here, telling the
+    /// other parties why (a participant reports to its coordinator, a
+    /// coordinator tells every participant).
+    pub async fn shutdown(&self) {
+        let sessions = self.store().list_sessions(1000).unwrap_or_default();
+        let reason = format!("node {:?} shut down during the session", self.name());
+        for s in sessions.into_iter().filter(|s| !s.state.is_terminal()) {
+            let Ok(plan) = parse_plan(&s) else { continue };
+            if plan.coordinator == self.name() {
+                self.finish(&plan, SessionState::Failed, &reason).await;
+            } else {
+                self.party_failed(&plan, &reason).await;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // Coordinator.
+
+    /// Check and create a session for an analyst's request; the rest runs in the background.
+    pub async fn submit(&self, req: SubmitRequest) -> Result<SessionPlan, ServiceError> {
+        let me = self.name().to_owned();
+        let analyst_key = unhex(&req.analyst_key)
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| err("bad_request", "analyst_key must be 32 bytes of hex (an X25519 public key)"))?;
+        if req.parties.len() < 2 {
+            return Err(err("bad_request", format!("a session needs at least two parties, got {}", req.parties.len())));
+        }
+        for (i, p) in req.parties.iter().enumerate() {
+            if req.parties[..i].contains(p) {
+                return Err(err("bad_request", format!("party {p:?} is named twice")));
+            }
+        }
+        let dataset = match req.dataset.clone().or_else(|| from_table(&req.sql)) {
+            Some(d) => d,
+            None => return Err(err("bad_request", "the query names no table after FROM and no dataset was given")),
+        };
+        let mut parties = Vec::with_capacity(req.parties.len());
+        for name in &req.parties {
+            if *name == me {
+                parties.push(PlanParty {
+                    name: me.clone(),
+                    address: self.shared.advertise.clone(),
+                    tls_fingerprint: hex(&self.shared.identity.tls().fingerprint()),
+                });
+            } else {
+                let p = self.active_peer(name)?;
+                if lock(&self.shared.health).get(name).is_some_and(|h| h.state == "down") {
+                    return Err(err("peer_down", format!("party {name:?} is down (it stopped answering heartbeats)")));
+                }
+                parties.push(PlanParty { name: p.name, address: p.address, tls_fingerprint: p.tls_fingerprint });
+            }
+        }
+        // Every party's schema for the dataset, compared with the first.
+        let mut schemas = Vec::with_capacity(parties.len());
+        for p in &parties {
+            let schema = if p.name == me {
+                let d = self.store().get_dataset(&dataset).map_err(|_| {
+                    err("unknown_dataset", format!("node {me:?} (this node) has no dataset named {dataset:?}"))
+                })?;
+                if let DatasetStatus::Invalid(reason) = d.status {
+                    return Err(err(
+                        "invalid_dataset",
+                        format!("dataset {dataset:?} on node {me:?} is invalid: {reason}"),
+                    ));
+                }
+                d.schema_toml
+            } else {
+                match self.call(&p.name, &PeerRequest::Schema { dataset: dataset.clone() }).await {
+                    Ok(PeerReply::Schema { schema_toml }) => schema_toml,
+                    Ok(other) => return Err(err("bad_peer_reply", format!("peer {:?} answered {other:?}", p.name))),
+                    Err(e) if e.message.contains("(unknown_dataset)") => {
+                        return Err(err(
+                            "unknown_dataset",
+                            format!("node {:?} has no dataset named {dataset:?}", p.name),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            schemas.push(schema);
+        }
+        let first = schemas.first().cloned().unwrap_or_default();
+        for (p, s) in parties.iter().zip(&schemas).skip(1) {
+            if s.trim() != first.trim() {
+                let (a, b) = (&parties[0].name, &p.name);
+                return Err(err(
+                    "schema_mismatch",
+                    format!(
+                        "dataset {dataset:?} has a different schema on {b:?} than on {a:?} ({})",
+                        first_difference(&first, s)
+                    ),
+                ));
+            }
+        }
+        let spec = SessionSpec::plan(&first, &req.sql, parties.len(), &req.options)
+            .map_err(|e| err("invalid_query", e.to_string()))?;
+        let mut id = [0u8; 16];
+        OsRng.try_fill_bytes(&mut id).map_err(|e| err("internal", format!("operating system RNG failed: {e}")))?;
+        let plan = SessionPlan {
+            id: hex(&id),
+            coordinator: me.clone(),
+            dataset,
+            parties,
+            spec,
+            analyst_key: hex(&analyst_key),
+            created_at: unix_now(),
+        };
+        let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
+        self.store().create_session(&plan.id, &me, &plan_json, &plan.summary())?;
+        tracing::info!(session = %plan.id, "session created: {}", plan.summary());
+        tokio::spawn(self.clone().coordinate(plan.clone()));
+        Ok(plan)
+    }
+
+    async fn coordinate(self, plan: SessionPlan) {
+        let me = self.name().to_owned();
+        // Step 1: every participant verifies and accepts the plan.
+        let mut proposals = Vec::new();
+        for p in plan.parties.iter().filter(|p| p.name != me) {
+            let (svc, name, plan) = (self.clone(), p.name.clone(), plan.clone());
+            proposals.push(tokio::spawn(async move {
+                let r = svc.call(&name, &PeerRequest::Propose { plan: Box::new(plan) }).await;
+                (name, r)
+            }));
+        }
+        if plan.index_of(&me).is_some() {
+            let _ = self.store().set_progress(&plan.id, &me, "accepted");
+        }
+        for p in proposals {
+            match p.await {
+                Ok((_, Ok(_))) => {}
+                Ok((name, Err(e))) => {
+                    let reason = format!("party {name:?} did not accept the session: {}", e.message);
+                    return self.finish(&plan, SessionState::Failed, &reason).await;
+                }
+                Err(e) => return self.finish(&plan, SessionState::Failed, &format!("internal: {e}")).await,
+            }
+        }
+        // Step 2: start everywhere.
+        match self.store().set_session_state(&plan.id, SessionState::Running, None) {
+            Ok(true) => {}
+            _ => return, // cancelled meanwhile
+        }
+        for p in plan.parties.iter().filter(|p| p.name != me) {
+            if let Err(e) = self.call(&p.name, &PeerRequest::Start { session: plan.id.clone() }).await {
+                let reason = format!("party {:?} could not be started: {}", p.name, e.message);
+                return self.finish(&plan, SessionState::Failed, &reason).await;
+            }
+        }
+        if let Some(index) = plan.index_of(&me) {
+            self.start_party(plan.clone(), index);
+        }
+    }
+
+    /// Record a final state here and tell every other party (best effort).
+    async fn finish(&self, plan: &SessionPlan, state: SessionState, reason: &str) {
+        let changed = self.store().set_session_state(&plan.id, state, Some(reason)).unwrap_or(false);
+        if let Some(tx) = lock(&self.shared.cancels).remove(&plan.id) {
+            let _ = tx.send(Some(reason.to_owned()));
+        }
+        if !changed || plan.coordinator != self.name() {
+            return;
+        }
+        tracing::warn!(session = %plan.id, state = state.name(), reason, "session ended");
+        let me = self.name().to_owned();
+        for p in plan.parties.iter().filter(|p| p.name != me) {
+            let req = PeerRequest::Cancel {
+                session: plan.id.clone(),
+                reason: reason.to_owned(),
+                failed: state == SessionState::Failed,
+            };
+            if let Err(e) = self.call(&p.name, &req).await {
+                tracing::info!(peer = %p.name, error = %e, "could not tell the peer that the session ended");
+            }
+        }
+    }
+
+    /// The analyst (or operator) cancels session `id` (coordinator only).
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), ServiceError> {
+        let rec = self.store().session(id)?;
+        let plan = parse_plan(&rec)?;
+        if rec.coordinator != self.name() {
+            return Err(err(
+                "not_coordinator",
+                format!("session {id} is coordinated by {:?}; cancel it there", rec.coordinator),
+            ));
+        }
+        if rec.state.is_terminal() {
+            return Err(err("session_finished", format!("session {id} is already {}", rec.state.name())));
+        }
+        self.finish(&plan, SessionState::Cancelled, &format!("cancelled: {reason}")).await;
+        Ok(())
+    }
+
+    fn session_from(&self, from: &str, id: &str) -> Result<(SessionRecord, SessionPlan), ServiceError> {
+        let rec = self.store().session(id)?;
+        let plan = parse_plan(&rec)?;
+        if plan.index_of(from).is_none() && from != plan.coordinator {
+            return Err(err("not_a_party", format!("{from:?} is not a party of session {id}")));
+        }
+        Ok((rec, plan))
+    }
+
+    fn on_progress(&self, from: &str, id: &str, phase: &str) -> Result<(), ServiceError> {
+        let (_, plan) = self.session_from(from, id)?;
+        if plan.index_of(from).is_none() {
+            return Err(err("not_a_party", format!("{from:?} is not a party of session {id}")));
+        }
+        self.store().set_progress(id, from, phase)?;
+        Ok(())
+    }
+
+    async fn on_finished(
+        &self,
+        from: &str,
+        id: &str,
+        env: &Envelope,
+        rounds: u64,
+        bytes: u64,
+    ) -> Result<(), ServiceError> {
+        let (rec, plan) = self.session_from(from, id)?;
+        let index = plan.index_of(from).ok_or_else(|| err("not_a_party", format!("{from:?} is not a party")))?;
+        if rec.coordinator != self.name() {
+            return Err(err("not_coordinator", format!("this node does not coordinate session {id}")));
+        }
+        self.record_result(&plan, index, env, rounds, bytes)
+    }
+
+    fn record_result(
+        &self,
+        plan: &SessionPlan,
+        index: usize,
+        env: &Envelope,
+        rounds: u64,
+        bytes: u64,
+    ) -> Result<(), ServiceError> {
+        let json = serde_json::to_string(env).map_err(|e| err("internal", e.to_string()))?;
+        let mut store = self.store();
+        let name = plan.parties.get(index).map_or("?", |p| p.name.as_str());
+        store.set_progress(&plan.id, name, &format!("done ({rounds} rounds, {bytes} bytes sent)"))?;
+        let count = store.put_result(&plan.id, index, &json)?;
+        if count == plan.parties.len() {
+            store.set_session_state(&plan.id, SessionState::Done, None)?;
+            tracing::info!(session = %plan.id, "session done; result shares held for the analyst");
+        }
+        Ok(())
+    }
+
+    async fn on_failed(&self, from: &str, id: &str, reason: &str) -> Result<(), ServiceError> {
+        let (rec, plan) = self.session_from(from, id)?;
+        if rec.coordinator != self.name() {
+            return Err(err("not_coordinator", format!("this node does not coordinate session {id}")));
+        }
+        let _ = self.store().set_progress(id, from, "failed");
+        self.finish(&plan, SessionState::Failed, &format!("party {from:?} failed: {reason}")).await;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------
+    // Participant.
+
+    fn on_propose(&self, from: &str, plan: &SessionPlan) -> Result<(), ServiceError> {
+        let me = self.name().to_owned();
+        if plan.coordinator != from {
+            return Err(err(
+                "bad_plan",
+                format!("the plan names {:?} as coordinator, but {from:?} sent it", plan.coordinator),
+            ));
+        }
+        if plan.parties.iter().filter(|p| p.name == me).count() != 1 {
+            return Err(err("bad_plan", format!("node {me:?} is not named exactly once among the parties")));
+        }
+        if plan.parties.len() != plan.spec.parties {
+            return Err(err("bad_plan", "the plan's party list and its computation disagree on the number of parties"));
+        }
+        if unhex(&plan.id).is_none_or(|b| b.len() != 16) || unhex(&plan.analyst_key).is_none_or(|b| b.len() != 32) {
+            return Err(err("bad_plan", "malformed session id or analyst key"));
+        }
+        for p in plan.parties.iter().filter(|p| p.name != me) {
+            let pinned = self.active_peer(&p.name)?;
+            if pinned.tls_fingerprint != p.tls_fingerprint {
+                return Err(err(
+                    "bad_plan",
+                    format!("the plan gives party {:?} another certificate than the one pinned here", p.name),
+                ));
+            }
+        }
+        let d = self
+            .store()
+            .get_dataset(&plan.dataset)
+            .map_err(|_| err("unknown_dataset", format!("node {me:?} has no dataset named {:?}", plan.dataset)))?;
+        if let DatasetStatus::Invalid(reason) = &d.status {
+            return Err(err(
+                "invalid_dataset",
+                format!("dataset {:?} on node {me:?} is invalid: {reason}", plan.dataset),
+            ));
+        }
+        if d.schema_toml.trim() != plan.spec.schema_toml.trim() {
+            return Err(err(
+                "schema_mismatch",
+                format!(
+                    "dataset {:?} on node {me:?} has another schema than the plan's ({})",
+                    plan.dataset,
+                    first_difference(&plan.spec.schema_toml, &d.schema_toml)
+                ),
+            ));
+        }
+        plan.spec.prepare().map_err(|e| err("bad_plan", format!("the computation does not re-derive: {e}")))?;
+        let json = serde_json::to_string(plan).map_err(|e| err("internal", e.to_string()))?;
+        self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary())?;
+        tracing::info!(session = %plan.id, coordinator = from, "session accepted: {}", plan.summary());
+        Ok(())
+    }
+
+    fn on_start(&self, from: &str, id: &str) -> Result<(), ServiceError> {
+        let (rec, plan) = self.session_from(from, id)?;
+        if from != plan.coordinator {
+            return Err(err("not_coordinator", format!("only {:?} may start session {id}", plan.coordinator)));
+        }
+        if rec.state != SessionState::Pending {
+            return Err(err("bad_state", format!("session {id} is {}, not pending", rec.state.name())));
+        }
+        let index = plan.index_of(self.name()).ok_or_else(|| err("not_a_party", "this node is not a party"))?;
+        self.store().set_session_state(id, SessionState::Running, None)?;
+        self.start_party(plan, index);
+        Ok(())
+    }
+
+    fn on_cancel(&self, from: &str, id: &str, reason: &str, failed: bool) -> Result<(), ServiceError> {
+        let (_, plan) = self.session_from(from, id)?;
+        if from != plan.coordinator {
+            return Err(err("not_coordinator", format!("only {:?} may end session {id}", plan.coordinator)));
+        }
+        let state = if failed { SessionState::Failed } else { SessionState::Cancelled };
+        self.store().set_session_state(id, state, Some(reason))?;
+        if let Some(tx) = lock(&self.shared.cancels).remove(id) {
+            let _ = tx.send(Some(reason.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Report progress to the coordinator (or record it, if we are it).
+    async fn report(&self, plan: &SessionPlan, req: PeerRequest) -> Result<(), ServiceError> {
+        let me = self.name().to_owned();
+        if plan.coordinator == me {
+            match req {
+                PeerRequest::Progress { phase, .. } => Ok(self.store().set_progress(&plan.id, &me, &phase)?),
+                PeerRequest::Finished { envelope, rounds, bytes_sent, .. } => {
+                    let index = plan.index_of(&me).unwrap_or(usize::MAX);
+                    self.record_result(plan, index, &envelope, rounds, bytes_sent)
+                }
+                PeerRequest::Failed { reason, .. } => {
+                    let _ = self.store().set_progress(&plan.id, &me, "failed");
+                    self.finish(plan, SessionState::Failed, &format!("party {me:?} failed: {reason}")).await;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        } else {
+            self.call(&plan.coordinator, &req).await.map(|_| ())
+        }
+    }
+
+    fn start_party(&self, plan: SessionPlan, index: usize) {
+        let (tx, rx) = watch::channel(None);
+        lock(&self.shared.cancels).insert(plan.id.clone(), tx);
+        let svc = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let spawned =
+            std::thread::Builder::new().name(format!("session-{}", plan.id.get(..8).unwrap_or(""))).spawn(move || {
+                // The computation runs on this thread's own runtime, never on the node's workers.
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        handle.spawn(
+                            async move { svc.party_failed(&plan, &format!("cannot start a runtime: {e}")).await },
+                        );
+                        return;
+                    }
+                };
+                let outcome = rt.block_on(svc.run_party(&plan, index, rx));
+                let svc2 = svc.clone();
+                handle.spawn(async move {
+                    match outcome {
+                        Ok(()) => {}
+                        Err(reason) => svc2.party_failed(&plan, &reason).await,
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot spawn a session thread");
+        }
+    }
+
+    async fn party_failed(&self, plan: &SessionPlan, reason: &str) {
+        lock(&self.shared.cancels).remove(&plan.id);
+        let changed = self.store().set_session_state(&plan.id, SessionState::Failed, Some(reason)).unwrap_or(false);
+        if !changed {
+            return; // already ended (cancelled or failed by the coordinator)
+        }
+        tracing::warn!(session = %plan.id, reason, "our part of the session failed");
+        if plan.coordinator == self.name() {
+            let _ = self.store().set_progress(&plan.id, self.name(), "failed");
+            let me = self.name().to_owned();
+            for p in plan.parties.iter().filter(|p| p.name != me) {
+                let req = PeerRequest::Cancel { session: plan.id.clone(), reason: reason.to_owned(), failed: true };
+                let _ = self.call(&p.name, &req).await;
+            }
+        } else {
+            let req = PeerRequest::Failed { session: plan.id.clone(), reason: reason.to_owned() };
+            if let Err(e) = self.call(&plan.coordinator, &req).await {
+                tracing::info!(error = %e, "could not report the failure to the coordinator");
+            }
+        }
+    }
+
+    async fn run_party(
+        &self,
+        plan: &SessionPlan,
+        index: usize,
+        mut cancel: watch::Receiver<Option<String>>,
+    ) -> Result<(), String> {
+        let progress = |phase: &str| PeerRequest::Progress { session: plan.id.clone(), phase: phase.to_owned() };
+        let _ = self.report(plan, progress("loading data")).await;
+        let prepared = plan.spec.prepare().map_err(|e| e.to_string())?;
+        let file = self.store().get_dataset(&plan.dataset).map_err(|e| e.to_string())?.file_path;
+        let local = prepared.local_input(index, &file).map_err(|e| e.to_string())?;
+        let _ = self.report(plan, progress("connecting")).await;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&unhex(&plan.id).ok_or("bad session id")?[..16]);
+        let mut peers = Vec::with_capacity(plan.parties.len());
+        for p in &plan.parties {
+            let addr: SocketAddr = tokio::net::lookup_host(&p.address)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("cannot resolve the address {} of party {:?}", p.address, p.name))?;
+            let fingerprint = fingerprint_of(&p.tls_fingerprint).ok_or("bad fingerprint in the plan")?;
+            peers.push(TlsPeer { addr, fingerprint });
+        }
+        let inbound = self.shared.port.register(id).map_err(|e| e.to_string())?;
+        let mut cfg = TlsConfig::new(index, self.shared.identity.tls().clone(), peers, id);
+        cfg.connect_timeout = self.shared.timing.connect_timeout;
+        cfg.recv_timeout = self.shared.timing.recv_timeout;
+        let started = Instant::now();
+        let run = async {
+            let net = TlsTransport::establish_routed(cfg, inbound).await.map_err(|e| e.to_string())?;
+            if self.shared.slow_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.shared.slow_ms)).await;
+            }
+            let _ = self.report(plan, progress("computing")).await;
+            let mut rng = <rand_chacha::ChaCha12Rng as rand_core::SeedableRng>::from_os_rng();
+            let report = prepared.run_party(net, &local, &mut rng).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(report)
+        };
+        let report = tokio::select! {
+            r = run => r.map_err(|e| name_parties(&e, plan))?,
+            _ = cancel.changed() => {
+                let why = cancel.borrow().clone().unwrap_or_default();
+                return Err(format!("stopped: {why}"));
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let m = &self.shared.metrics;
+        m.mpc_bytes_sent.fetch_add(report.bytes_sent, Ordering::Relaxed);
+        if report.rounds > 0 {
+            m.round_latency_us_sum.fetch_add((secs * 1e6 / report.rounds as f64) as u64, Ordering::Relaxed);
+            m.round_latency_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let key: [u8; 32] = unhex(&plan.analyst_key).and_then(|k| k.try_into().ok()).ok_or("bad analyst key")?;
+        let mut rng = <rand_chacha::ChaCha12Rng as rand_core::SeedableRng>::from_os_rng();
+        let envelope = seal(&key, &plan.id, index, &body, &mut rng).map_err(|e| e.to_string())?;
+        let (rounds, bytes_sent) = (report.rounds, report.bytes_sent);
+        drop(report);
+        self.report(plan, PeerRequest::Finished { session: plan.id.clone(), envelope, rounds, bytes_sent })
+            .await
+            .map_err(|e| format!("could not deliver the result share to the coordinator: {e}"))?;
+        lock(&self.shared.cancels).remove(&plan.id);
+        if plan.coordinator != self.name() {
+            let _ = self.store().set_session_state(&plan.id, SessionState::Done, None);
+        }
+        Ok(())
+    }
+}
+
+/// Parse a stored plan.
+pub fn parse_plan(rec: &SessionRecord) -> Result<SessionPlan, ServiceError> {
+    serde_json::from_str(&rec.plan)
+        .map_err(|e| err("internal", format!("stored plan of session {} is corrupt: {e}", rec.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn announcements_verify_only_with_the_right_key_and_fields() {
+        let id = NodeIdentity::generate("a").unwrap();
+        let a = Announcement::sign(&id, "10.0.0.1:7301", 100);
+        let key = id.public().ed25519_public;
+        assert!(a.verify(&key));
+        let moved = Announcement { address: "10.0.0.2:7301".into(), ..a.clone() };
+        assert!(!moved.verify(&key));
+        let later = Announcement { at: 101, ..a.clone() };
+        assert!(!later.verify(&key));
+        let other = NodeIdentity::generate("b").unwrap();
+        assert!(!a.verify(&other.public().ed25519_public));
+        assert!(!Announcement { signature: "zz".into(), ..a }.verify(&key));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(from_table("SELECT COUNT(*) FROM patients WHERE x > 1").as_deref(), Some("patients"));
+        assert_eq!(from_table("select 1"), None);
+        assert!(first_difference("a\nb = 1\n", "a\nb = 2\n").starts_with("line 2"));
+    }
+}
