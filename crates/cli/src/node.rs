@@ -282,18 +282,23 @@ pub fn peer(command: PeerCommand) -> Result<()> {
                 .unwrap_or_default();
             let health_of = |name: &str| -> String {
                 let found = health["peers"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name));
-                found.and_then(|p| p["health"].as_str()).unwrap_or("node not running").to_owned()
+                found.and_then(|p| p["health"].as_str()).unwrap_or("-").to_owned()
             };
-            println!("{:<20} {:<16} {:<16} {:<22} {:<17} PAIRED_AT", "NAME", "TLS", "ED25519", "MPC", "HEALTH");
+            println!(
+                "{:<20} {:<16} {:<16} {:<22} {:<22} {:<17} PAIRED_AT",
+                "NAME", "TLS", "ED25519", "MPC", "API", "HEALTH"
+            );
             for p in peers {
                 let short = |s: &str| s.get(..16).unwrap_or(s).to_owned();
                 let health = if p.revoked_at.is_some() { "revoked".to_owned() } else { health_of(&p.name) };
+                let api = if p.api_address.is_empty() { "-" } else { &p.api_address };
                 println!(
-                    "{:<20} {:<16} {:<16} {:<22} {:<17} {}",
+                    "{:<20} {:<16} {:<16} {:<22} {:<22} {:<17} {}",
                     p.name,
                     short(&p.tls_fingerprint),
                     short(&p.ed25519_public),
                     p.address,
+                    api,
                     health,
                     p.added_at
                 );
@@ -434,9 +439,11 @@ pub fn node(args: NodeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen for peers on {mpc_addr}"))?;
         let mpc_bound = mpc.local_addr()?;
         let port = PeerPort::start(mpc)?;
-        println!("listening on http://{bound}");
-        println!("peer port {mpc_bound}");
-        std::io::stdout().flush()?;
+        // Best effort: a closed stdout (a supervisor that read the first line) must not stop the node.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on http://{bound}");
+        let _ = writeln!(stdout, "peer port {mpc_bound}");
+        let _ = stdout.flush();
         let advertise = config.mpc_listen.to_string();
         let me = PairFields {
             name: public.name.clone(),

@@ -141,6 +141,12 @@ impl From<NodeError> for ApiError {
             NodeError::UnknownDataset(_) => {
                 ApiError { status: StatusCode::NOT_FOUND, code: "unknown_dataset", message: e.to_string() }
             }
+            NodeError::UnknownSession(_) => {
+                ApiError { status: StatusCode::NOT_FOUND, code: "unknown_session", message: e.to_string() }
+            }
+            NodeError::UnknownPeer(_) => {
+                ApiError { status: StatusCode::NOT_FOUND, code: "unknown_peer", message: e.to_string() }
+            }
             NodeError::UnknownInvitation => {
                 ApiError { status: StatusCode::NOT_FOUND, code: "unknown_invitation", message: e.to_string() }
             }

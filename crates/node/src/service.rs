@@ -1120,6 +1120,7 @@ impl Service {
         let started = Instant::now();
         let run = async {
             let net = TlsTransport::establish_routed(cfg, inbound).await.map_err(|e| e.to_string())?;
+            let _ = self.report(plan, progress("connected")).await;
             if self.shared.slow_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(self.shared.slow_ms)).await;
             }

@@ -1,0 +1,320 @@
+//! Three `concord node` processes on 127.0.0.1: pairing by invitation,
+//! datasets, queries through `concord query` checked against the plaintext,
+//! refusals of bad input (each leaving every store as it was), a node killed
+//! mid-session (a clean abort with the reason on the others), its restart
+//! (its state recovered) and the next query.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as J;
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the nodes' logs for the failure report.
+            eprintln!("node directories and logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+struct Node {
+    child: Child,
+    dir: String,
+    api: String,
+}
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn concord(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(args)
+        .env_remove("CONCORD_DIR")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http(api: &str, method: &str, path: &str, body: &str) -> (u16, J) {
+    let mut stream = TcpStream::connect(api).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap_or(J::Null))
+}
+
+fn start(dir: &str, api: &str, env: &[(&str, &str)]) -> Node {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{dir}.log")).unwrap();
+    cmd.args(["node", "--dir", dir]).env_remove("CONCORD_DIR").stdout(Stdio::piped()).stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on http://"), "{line}");
+    Node { child, dir: dir.to_owned(), api: api.to_owned() }
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn health(api: &str, peer: &str) -> String {
+    let (_, v) = http(api, "GET", "/api/peers", "");
+    v["peers"].as_array().unwrap().iter().find(|p| p["name"] == peer).unwrap()["health"].as_str().unwrap().to_owned()
+}
+
+fn sessions(api: &str) -> Vec<J> {
+    http(api, "GET", "/api/sessions", "").1["sessions"].as_array().unwrap().clone()
+}
+
+/// Deterministic rows (age, sex, visits) for party `p`.
+fn rows(p: u64, n: usize) -> Vec<(i64, &'static str, i64)> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (p + 1);
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let age = 18 + (next() % 83) as i64;
+            let sex = if next() % 2 == 0 { "F" } else { "M" };
+            (age, sex, (next() % 20) as i64)
+        })
+        .collect()
+}
+
+const SCHEMA: &str = "table = \"patients\"\nmax_rows = 100000\n\n[[column]]\nname = \"age\"\ntype = \"int\"\nmin = 0\nmax = 120\n\n[[column]]\nname = \"sex\"\ntype = \"category\"\nvalues = [\"F\", \"M\"]\n\n[[column]]\nname = \"visits\"\ntype = \"int\"\nmin = 0\nmax = 50\n";
+
+fn write_data(root: &Path, p: u64, n: usize) -> Vec<(i64, &'static str, i64)> {
+    let r = rows(p, n);
+    let mut csv = String::from("age,sex,visits\n");
+    for (a, s, v) in &r {
+        csv.push_str(&format!("{a},{s},{v}\n"));
+    }
+    std::fs::write(root.join(format!("party{p}.csv")), csv).unwrap();
+    r
+}
+
+fn query(api: &str, sql: &str, parties: &str, extra: &[&str]) -> Output {
+    let node = format!("http://{api}");
+    let mut args = vec!["query", "--node", &node, "--sql", sql, "--parties", parties, "--format", "json"];
+    args.extend_from_slice(extra);
+    concord(&args)
+}
+
+#[test]
+fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
+    let root = Dir(std::env::temp_dir().join(format!("concord-cluster-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
+    std::fs::create_dir_all(&root.0).unwrap();
+    std::fs::write(root.0.join("schema.toml"), SCHEMA).unwrap();
+    // A schema that differs in one bound, for the mismatch test.
+    std::fs::write(root.0.join("other.toml"), SCHEMA.replace("max = 50", "max = 60")).unwrap();
+    let names = ["hospital-a", "hospital-b", "hospital-c"];
+    let mut all = Vec::new();
+    let mut dirs = Vec::new();
+    let mut apis = Vec::new();
+    for (p, name) in names.iter().enumerate() {
+        all.extend(write_data(&root.0, p as u64, 400 + 100 * p));
+        let dir = root.0.join(name).to_str().unwrap().to_owned();
+        let (api, mpc) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        ok(&concord(&["init", "--name", name, "--dir", &dir, "--api-listen", &api, "--mpc-listen", &mpc]));
+        let config = std::fs::read_to_string(format!("{dir}/concord.toml")).unwrap();
+        let config = config
+            .replace("heartbeat_period_secs = 5", "heartbeat_period_secs = 1")
+            .replace("heartbeat_timeout_secs = 20", "heartbeat_timeout_secs = 3");
+        std::fs::write(format!("{dir}/concord.toml"), config).unwrap();
+        let file = root.0.join(format!("party{p}.csv"));
+        let schema = root.0.join(if p == 2 { "other.toml" } else { "schema.toml" });
+        ok(&concord(&[
+            "dataset",
+            "add",
+            "patients",
+            "--file",
+            file.to_str().unwrap(),
+            "--schema",
+            root.0.join("schema.toml").to_str().unwrap(),
+            "--dir",
+            &dir,
+        ]));
+        ok(&concord(&[
+            "dataset",
+            "add",
+            "other",
+            "--file",
+            file.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+            "--dir",
+            &dir,
+        ]));
+        dirs.push(dir);
+        apis.push(api);
+    }
+    let mut nodes: Vec<Option<Node>> = (0..3).map(|i| Some(start(&dirs[i], &apis[i], &[]))).collect();
+
+    // Pairing: a-b, a-c, b-c.
+    for (inviter, joiner) in [(0, 1), (0, 2), (1, 2)] {
+        let inv = ok(&concord(&["peer", "invite", "--dir", &dirs[inviter]]));
+        ok(&concord(&["peer", "join", inv.trim(), "--dir", &dirs[joiner]]));
+    }
+    wait_until("every peer up", 30, || {
+        (0..3).all(|i| (0..3).filter(|&j| j != i).all(|j| health(&apis[i], names[j]) == "up"))
+    });
+    let list = ok(&concord(&["peer", "list", "--dir", &dirs[0]]));
+    assert!(list.contains("hospital-b") && list.contains(" up "), "{list}");
+
+    // Queries through the nodes, against the plaintext.
+    let parties = names.join(",");
+    let out =
+        ok(&query(&apis[0], "SELECT sex, COUNT(*), SUM(visits), AVG(age) FROM patients GROUP BY sex", &parties, &[]));
+    let v: J = serde_json::from_str(&out).unwrap();
+    for row in v["rows"].as_array().unwrap() {
+        let sex = row[0].as_str().unwrap();
+        let group: Vec<_> = all.iter().filter(|r| r.1 == sex).collect();
+        assert_eq!(row[1].as_i64().unwrap(), group.len() as i64, "{out}");
+        assert_eq!(row[2].as_i64().unwrap(), group.iter().map(|r| r.2).sum::<i64>(), "{out}");
+        let mean = group.iter().map(|r| r.0 as f64).sum::<f64>() / group.len() as f64;
+        assert!((row[3].as_f64().unwrap() - mean).abs() < 1e-9, "{out} vs {mean}");
+    }
+    assert_eq!(v["stats"]["parties"], 3);
+    // Another coordinator, an order statistic.
+    let out = ok(&query(&apis[1], "SELECT MEDIAN(age) FROM patients", &parties, &[]));
+    let v: J = serde_json::from_str(&out).unwrap();
+    let mut ages: Vec<i64> = all.iter().map(|r| r.0).collect();
+    ages.sort_unstable();
+    let m = ages.len() / 2;
+    let median = if ages.len() % 2 == 0 { (ages[m - 1] + ages[m]) as f64 / 2.0 } else { ages[m] as f64 };
+    assert_eq!(v["rows"][0][0].as_f64().unwrap(), median, "{out}");
+    // Every node recorded the session as done.
+    let id = sessions(&apis[1])[0]["id"].as_str().unwrap().to_owned();
+    for api in &apis {
+        let s = sessions(api);
+        assert_eq!(s[0]["id"], id.as_str());
+        assert_eq!(s[0]["state"], "done", "{s:?}");
+    }
+
+    // Bad input: precise errors, no session created anywhere.
+    let before: Vec<usize> = apis.iter().map(|a| sessions(a).len()).collect();
+    let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &["--dataset", "nope"]));
+    assert!(err.contains("unknown_dataset") && err.contains("nope"), "{err}");
+    let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &["--dataset", "other"]));
+    assert!(err.contains("schema_mismatch") && err.contains("hospital-c") && err.contains("max = 60"), "{err}");
+    let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", "hospital-a,hospital-x", &[]));
+    assert!(err.contains("unknown_peer") && err.contains("hospital-x"), "{err}");
+    let err = fails(&query(&apis[0], "SELECT COUNT(nope) FROM patients", &parties, &[]));
+    assert!(err.contains("invalid_query") && err.contains("nope"), "{err}");
+    let (status, v) = http(&apis[0], "POST", "/api/sessions", "{\"sql\": 1}");
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (status, v) = http(&apis[0], "POST", "/api/sessions", "not json");
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (status, v) = http(&apis[0], "GET", "/api/sessions/0123", "");
+    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("unknown_session")), "{v}");
+    let after: Vec<usize> = apis.iter().map(|a| sessions(a).len()).collect();
+    assert_eq!(before, after, "a refused request created a session");
+
+    // A node killed during a session: a clean abort, with the reason, everywhere else.
+    drop(nodes[2].take());
+    nodes[2] = Some(start(&dirs[2], &apis[2], &[("CONCORD_TEST_SESSION_DELAY_MS", "4000")]));
+    wait_until("hospital-c up again", 30, || health(&apis[0], names[2]) == "up" && health(&apis[1], names[2]) == "up");
+    let node = format!("http://{}", apis[0]);
+    let slow = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["query", "--node", &node, "--sql", "SELECT COUNT(*) FROM patients", "--parties", &parties])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("hospital-c connected in the session", 30, || {
+        sessions(&apis[0]).first().is_some_and(|s| {
+            s["progress"].as_array().unwrap().iter().any(|p| p["party"] == "hospital-c" && p["phase"] == "connected")
+        })
+    });
+    let killed_id = sessions(&apis[2])[0]["id"].as_str().unwrap().to_owned();
+    let mut victim = nodes[2].take().unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let out = slow.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("session {killed_id} failed")) && err.contains("hospital-c"), "{err}");
+    for api in &apis[..2] {
+        wait_until("the abort recorded", 30, || {
+            sessions(api).iter().any(|s| s["id"] == killed_id.as_str() && s["state"] == "failed")
+        });
+        let s = sessions(api).into_iter().find(|s| s["id"] == killed_id.as_str()).unwrap();
+        assert!(s["reason"].as_str().unwrap().contains("hospital-c"), "{s}");
+    }
+    wait_until("hospital-c marked down", 30, || health(&apis[0], names[2]) == "down");
+    let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &[]));
+    assert!(err.contains("peer_down") && err.contains("hospital-c"), "{err}");
+
+    // Restart: it recovers its peers, datasets and session history, and the next query runs.
+    nodes[2] = Some(start(&victim.dir, &victim.api, &[]));
+    drop(victim);
+    let s = sessions(&apis[2]).into_iter().find(|s| s["id"] == killed_id.as_str()).unwrap();
+    assert_eq!(s["state"], "failed");
+    assert!(s["reason"].as_str().unwrap().contains("restarted"), "{s}");
+    assert!(sessions(&apis[2]).iter().any(|s| s["id"] == id.as_str() && s["state"] == "done"));
+    wait_until("hospital-c up after restart", 30, || health(&apis[0], names[2]) == "up");
+    let out = ok(&query(&apis[2], "SELECT COUNT(*) FROM patients", &parties, &[]));
+    let v: J = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rows"][0][0].as_i64().unwrap(), all.len() as i64, "{out}");
+
+    // Metrics count the sessions by state.
+    let mut metrics = String::new();
+    let mut stream = TcpStream::connect(&apis[0]).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    stream.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("concord_sessions{state=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.contains("concord_heartbeat_misses_total{peer=\"hospital-c\"}"), "{metrics}");
+
+    // A revoked peer can no longer take part.
+    ok(&concord(&["peer", "remove", "hospital-c", "--dir", &dirs[0]]));
+    let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &[]));
+    assert!(err.contains("revoked_peer") && err.contains("hospital-c"), "{err}");
+    assert!(ok(&concord(&["peer", "list", "--dir", &dirs[0]])).contains("revoked"));
+    drop(nodes);
+}
