@@ -303,12 +303,112 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     let v: J = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rows"][0][0].as_i64().unwrap(), all.len() as i64, "{out}");
 
+    // Several sessions at once, from two coordinators.
+    let spawn_query = |api: &str, sql: &str| {
+        let node = format!("http://{api}");
+        Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args(["query", "--node", &node, "--sql", sql, "--parties", &parties, "--format", "json"])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let q1 = spawn_query(&apis[0], "SELECT SUM(visits) FROM patients");
+    let q2 = spawn_query(&apis[1], "SELECT COUNT(*) FROM patients WHERE age > 50");
+    let q3 = spawn_query(&apis[2], "SELECT MAX(age) FROM patients");
+    let answer = |q: Child| {
+        let out = q.wait_with_output().unwrap();
+        let v: J = serde_json::from_str(&ok(&out)).unwrap();
+        v["rows"][0][0].as_f64().unwrap()
+    };
+    assert_eq!(answer(q1), all.iter().map(|r| r.2).sum::<i64>() as f64);
+    assert_eq!(answer(q2), all.iter().filter(|r| r.0 > 50).count() as f64);
+    assert_eq!(answer(q3), all.iter().map(|r| r.0).max().unwrap() as f64);
+
+    // hospital-c moves to another peer port: its signed announcement updates its peers.
+    let c = nodes[2].take().unwrap();
+    let term = |n: &Node| {
+        let pid = n.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    };
+    term(&c);
+    let mut c = c;
+    assert!(c.child.wait().unwrap().success(), "graceful shutdown exits with success");
+    let new_mpc = format!("127.0.0.1:{}", free_port());
+    let config = std::fs::read_to_string(format!("{}/concord.toml", c.dir)).unwrap();
+    let old_mpc = config.lines().find(|l| l.starts_with("mpc_listen")).unwrap().to_owned();
+    std::fs::write(format!("{}/concord.toml", c.dir), config.replace(&old_mpc, &format!("mpc_listen = \"{new_mpc}\"")))
+        .unwrap();
+    nodes[2] = Some(start(&c.dir, &c.api, &[("CONCORD_TEST_SESSION_DELAY_MS", "3000")]));
+    drop(c);
+    for api in &apis[..2] {
+        wait_until("the new address announced", 30, || {
+            let (_, v) = http(api, "GET", "/api/peers", "");
+            v["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "hospital-c" && p["mpc_address"] == new_mpc.as_str() && p["health"] == "up")
+        });
+    }
+
+    // The analyst cancels a running session: cancelled everywhere, with the reason.
+    let slow = spawn_query(&apis[0], "SELECT COUNT(*) FROM patients");
+    let connected = |api: &str| {
+        wait_until("hospital-c connected in the session", 30, || {
+            sessions(api).first().is_some_and(|s| {
+                s["state"] == "running"
+                    && s["progress"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["party"] == "hospital-c" && p["phase"] == "connected")
+            })
+        });
+        sessions(api)[0]["id"].as_str().unwrap().to_owned()
+    };
+    let cancelled = connected(&apis[0]);
+    let (status, v) =
+        http(&apis[0], "POST", &format!("/api/sessions/{cancelled}/cancel"), "{\"reason\": \"wrong query\"}");
+    assert_eq!(status, 200, "{v}");
+    let out = slow.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cancelled") && err.contains("wrong query"), "{err}");
+    for api in &apis {
+        wait_until("the cancellation recorded", 30, || {
+            sessions(api).iter().any(|s| s["id"] == cancelled.as_str() && s["state"] == "cancelled")
+        });
+    }
+    let (status, v) = http(&apis[0], "POST", &format!("/api/sessions/{cancelled}/cancel"), "");
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("session_finished")), "{v}");
+
+    // A graceful shutdown during a session ends it cleanly everywhere, saying why.
+    let slow = spawn_query(&apis[0], "SELECT COUNT(*) FROM patients");
+    let stopped = connected(&apis[0]);
+    let mut c = nodes[2].take().unwrap();
+    term(&c);
+    assert!(c.child.wait().unwrap().success());
+    let out = slow.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("hospital-c") && err.contains("shut down"), "{err}");
+    for api in &apis[..2] {
+        wait_until("the shutdown recorded", 30, || {
+            sessions(api).iter().any(|s| s["id"] == stopped.as_str() && s["state"] == "failed")
+        });
+    }
+    nodes[2] = Some(start(&c.dir, &c.api, &[]));
+    drop(c);
+    let s = sessions(&apis[2]).into_iter().find(|s| s["id"] == stopped.as_str()).unwrap();
+    assert!(s["reason"].as_str().unwrap().contains("shut down"), "{s}");
+
     // Metrics count the sessions by state.
     let mut metrics = String::new();
     let mut stream = TcpStream::connect(&apis[0]).unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     stream.read_to_string(&mut metrics).unwrap();
-    assert!(metrics.contains("concord_sessions{state=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.contains("concord_sessions{state=\"failed\"} 2"), "{metrics}");
+    assert!(metrics.contains("concord_sessions{state=\"cancelled\"} 1"), "{metrics}");
     assert!(metrics.contains("concord_heartbeat_misses_total{peer=\"hospital-c\"}"), "{metrics}");
 
     // A revoked peer can no longer take part.

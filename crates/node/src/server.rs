@@ -514,10 +514,16 @@ struct CancelBody {
 async fn cancel_session(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    body: Option<Json<CancelBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id.map_err(|e| bad_request(e.body_text()))?;
-    let reason = body.and_then(|Json(b)| b.reason).unwrap_or_else(|| "by the analyst".into());
+    // The body is optional: empty, or {"reason": "..."}.
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("cancel body: {e}")))?
+    };
+    let reason = body.reason.unwrap_or_else(|| "by the analyst".into());
     state.service()?.cancel(&id, &reason).await?;
     let store = state.store()?;
     let rec = store.session(&id)?;

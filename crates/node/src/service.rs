@@ -112,7 +112,7 @@ pub struct Announcement {
     pub name: String,
     /// Its peer address now.
     pub address: String,
-    /// When, Unix seconds (announcements older than the last are ignored).
+    /// When, Unix milliseconds (announcements not newer than the last are ignored).
     pub at: i64,
     /// Ed25519 signature over [`Announcement::message`], hex.
     pub signature: String,
@@ -584,7 +584,7 @@ impl Service {
     }
 
     async fn announce(self) {
-        let a = Announcement::sign(&self.shared.identity, &self.shared.advertise, unix_now());
+        let a = Announcement::sign(&self.shared.identity, &self.shared.advertise, crate::unix_now_ms());
         let peers = self.store().list_peers().unwrap_or_default();
         for p in peers.into_iter().filter(|p| p.revoked_at.is_none()) {
             match self.call(&p.name, &PeerRequest::Announce(a.clone())).await {

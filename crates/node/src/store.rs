@@ -746,7 +746,7 @@ impl Store {
     }
 
     /// Record peer `name`'s new MPC address from a signed announcement made
-    /// at `at` (ignored unless newer than the last one). Returns whether it changed.
+    /// at `at` (Unix milliseconds; ignored unless newer than the last one). Returns whether it changed.
     pub fn update_peer_address(&mut self, name: &str, address: &str, at: i64) -> Result<bool, NodeError> {
         let path = self.path.clone();
         self.write(|tx| {
@@ -925,5 +925,55 @@ mod tests {
         assert!(matches!(e, Err(NodeError::DuplicatePeer(ref n)) if n == "b"), "{e:?}");
         assert_eq!(s.invitation("new").unwrap().unwrap().used_at, None, "the invitation stays usable");
         assert_eq!(s.list_peers().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn session_states_are_final_once_terminal_and_restarts_fail_active_ones() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.create_session("s1", "a", "{}", "q").unwrap();
+        assert!(matches!(s.create_session("s1", "a", "{}", "q"), Err(NodeError::DuplicateSession(_))));
+        assert_eq!(s.session("s1").unwrap().state, SessionState::Pending);
+        assert!(s.set_session_state("s1", SessionState::Running, None).unwrap());
+        assert!(!s.set_session_state("s1", SessionState::Running, None).unwrap());
+        assert!(s.set_session_state("s1", SessionState::Failed, Some("party b disconnected")).unwrap());
+        // Final: neither done nor cancelled can overwrite the recorded failure.
+        assert!(!s.set_session_state("s1", SessionState::Done, None).unwrap());
+        let r = s.session("s1").unwrap();
+        assert_eq!((r.state, r.reason.as_deref()), (SessionState::Failed, Some("party b disconnected")));
+        assert!(r.finished_at.is_some());
+        assert!(matches!(s.set_session_state("nope", SessionState::Done, None), Err(NodeError::UnknownSession(_))));
+
+        s.create_session("s2", "a", "{}", "q").unwrap();
+        s.create_session("s3", "a", "{}", "q").unwrap();
+        s.set_session_state("s3", SessionState::Running, None).unwrap();
+        let mut failed = s.fail_interrupted_sessions().unwrap();
+        failed.sort();
+        assert_eq!(failed, vec!["s2".to_owned(), "s3".to_owned()]);
+        assert!(s.session("s3").unwrap().reason.unwrap().contains("restarted"));
+        let counts = s.session_counts().unwrap();
+        assert_eq!(counts.iter().find(|(st, _)| *st == SessionState::Failed).unwrap().1, 3);
+
+        s.set_progress("s1", "b", "connecting").unwrap();
+        s.set_progress("s1", "b", "computing").unwrap();
+        assert_eq!(s.progress("s1").unwrap().len(), 1);
+        assert_eq!(s.progress("s1").unwrap()[0].phase, "computing");
+        assert_eq!(s.put_result("s1", 0, "e0").unwrap(), 1);
+        assert_eq!(s.put_result("s1", 0, "other").unwrap(), 1, "the first result of a party wins");
+        assert_eq!(s.results("s1").unwrap(), vec![(0, "e0".to_owned())]);
+    }
+
+    #[test]
+    fn peers_move_only_forward_in_time_and_revocation_is_recorded() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.add_peer(&peer("b", "11")).unwrap();
+        assert!(s.update_peer_address("b", "10.0.0.2:7301", 10).unwrap());
+        assert!(!s.update_peer_address("b", "10.0.0.3:7301", 10).unwrap(), "a replayed time is ignored");
+        assert!(!s.update_peer_address("b", "10.0.0.3:7301", 9).unwrap(), "an older announcement is ignored");
+        assert_eq!(s.list_peers().unwrap()[0].address, "10.0.0.2:7301");
+        assert!(matches!(s.update_peer_address("x", "a:1", 11), Err(NodeError::UnknownPeer(_))));
+        s.revoke_peer("b").unwrap();
+        assert!(s.list_peers().unwrap()[0].revoked_at.is_some());
+        assert!(matches!(s.revoke_peer("b"), Err(NodeError::UnknownPeer(_))));
+        assert_eq!(s.recent_events(1).unwrap()[0].kind, "peer.revoked");
     }
 }
