@@ -31,6 +31,15 @@ pub struct InitArgs {
     /// This node's name (its organisation), e.g. hospital-a.
     #[arg(long)]
     pub name: String,
+    /// Listen address of the HTTP API, written to concord.toml (default 127.0.0.1:7300).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
+    /// Listen address for peers' MPC connections, written to concord.toml (default 127.0.0.1:7301).
+    #[arg(long)]
+    pub mpc_listen: Option<SocketAddr>,
+    /// MPC address (HOST:PORT) given to peers at pairing, if not the listen address (default: --mpc-listen).
+    #[arg(long)]
+    pub advertise_address: Option<String>,
     #[command(flatten)]
     pub dir: DirArg,
 }
@@ -73,8 +82,8 @@ pub enum PeerCommand {
         /// Lifetime of the invitation, in seconds.
         #[arg(long, default_value_t = pairing::DEFAULT_TTL_SECS)]
         ttl_secs: u64,
-        /// API address the other node will contact (default: `api_listen` of concord.toml).
-        #[arg(long)]
+        /// API address (HOST:PORT) the other node will contact (default: `api_listen` of concord.toml).
+        #[arg(long, env = "CONCORD_INVITE_API")]
         api: Option<String>,
         #[command(flatten)]
         dir: DirArg,
@@ -108,6 +117,10 @@ pub fn init(args: InitArgs) -> Result<()> {
     let dir = &args.dir.dir;
     concord_node::config::check_name(&args.name)
         .map_err(|r| anyhow::anyhow!("invalid node name {:?}: {r}", args.name))?;
+    if let Some(a) = &args.advertise_address {
+        concord_node::config::check_address(a)
+            .map_err(|r| anyhow::anyhow!("invalid --advertise-address {a:?}: {r}"))?;
+    }
     if let Some(existing) = NodeIdentity::exists_in(dir) {
         bail!("{} already holds a node identity ({}); refusing to overwrite it", dir.display(), existing.display());
     }
@@ -118,7 +131,14 @@ pub fn init(args: InitArgs) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let identity = NodeIdentity::generate(&args.name)?;
     identity.write(dir)?;
-    let config = NodeConfig::new(&args.name);
+    let mut config = NodeConfig::new(&args.name);
+    if let Some(a) = args.api_listen {
+        config.api_listen = a;
+    }
+    if let Some(a) = args.mpc_listen {
+        config.mpc_listen = a;
+    }
+    config.advertise_address = args.advertise_address;
     config.write_commented(&config_path)?;
     let data_dir = config.data_dir_in(dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -211,6 +231,12 @@ pub fn peer(command: PeerCommand) -> Result<()> {
         PeerCommand::Invite { ttl_secs, api, dir } => {
             let dir = &dir.dir;
             let (config, mut store) = open_node(dir)?;
+            if api.is_none() && config.api_listen.ip().is_unspecified() {
+                bail!(
+                    "api_listen is {}, which the other node cannot contact; give the address it reaches this node's API at with --api HOST:PORT",
+                    config.api_listen
+                );
+            }
             let public = NodeIdentity::load(dir, &config.name)?.public();
             let mut secret = [0u8; 32];
             rand_core::OsRng.try_fill_bytes(&mut secret).context("operating system RNG failed")?;
@@ -282,7 +308,7 @@ fn join(text: &str, dir: &Path) -> Result<()> {
         name: public.name,
         ed25519_public: public.ed25519_public,
         tls_fingerprint: public.tls_fingerprint,
-        mpc_address: config.mpc_listen.to_string(),
+        mpc_address: config.advertised_mpc_address(),
     };
     let mac = fields.mac(&key, &id, false);
     let request = PairRequest {
@@ -383,7 +409,7 @@ pub fn node(args: NodeArgs) -> Result<()> {
             name: public.name.clone(),
             ed25519_public: public.ed25519_public.clone(),
             tls_fingerprint: public.tls_fingerprint.clone(),
-            mpc_address: config.mpc_listen.to_string(),
+            mpc_address: config.advertised_mpc_address(),
         };
         let state = AppState::with_identity(env!("CARGO_PKG_VERSION"), store, me);
         if config.dataset_check_secs > 0 {
