@@ -34,12 +34,15 @@ pub struct InitArgs {
     /// This node's name (its organisation), e.g. hospital-a.
     #[arg(long)]
     pub name: String,
-    /// Address of the HTTP API (analysts, dashboard, metrics); default 127.0.0.1:7300.
+    /// Listen address of the HTTP API, written to concord.toml (default 127.0.0.1:7300).
     #[arg(long)]
     pub api_listen: Option<SocketAddr>,
-    /// Address on which peers connect (mutually authenticated TLS); default 127.0.0.1:7301.
+    /// Listen address for peers' MPC connections, written to concord.toml (default 127.0.0.1:7301).
     #[arg(long)]
     pub mpc_listen: Option<SocketAddr>,
+    /// MPC address (HOST:PORT) given to peers at pairing, if not the listen address (default: --mpc-listen).
+    #[arg(long)]
+    pub advertise_address: Option<String>,
     #[command(flatten)]
     pub dir: DirArg,
 }
@@ -82,8 +85,8 @@ pub enum PeerCommand {
         /// Lifetime of the invitation, in seconds.
         #[arg(long, default_value_t = pairing::DEFAULT_TTL_SECS)]
         ttl_secs: u64,
-        /// API address the other node will contact (default: `api_listen` of concord.toml).
-        #[arg(long)]
+        /// API address (HOST:PORT) the other node will contact (default: `api_listen` of concord.toml).
+        #[arg(long, env = "CONCORD_INVITE_API")]
         api: Option<String>,
         #[command(flatten)]
         dir: DirArg,
@@ -127,6 +130,10 @@ pub fn init(args: InitArgs) -> Result<()> {
     let dir = &args.dir.dir;
     concord_node::config::check_name(&args.name)
         .map_err(|r| anyhow::anyhow!("invalid node name {:?}: {r}", args.name))?;
+    if let Some(a) = &args.advertise_address {
+        concord_node::config::check_address(a)
+            .map_err(|r| anyhow::anyhow!("invalid --advertise-address {a:?}: {r}"))?;
+    }
     if let Some(existing) = NodeIdentity::exists_in(dir) {
         bail!("{} already holds a node identity ({}); refusing to overwrite it", dir.display(), existing.display());
     }
@@ -144,6 +151,7 @@ pub fn init(args: InitArgs) -> Result<()> {
     if let Some(a) = args.mpc_listen {
         config.mpc_listen = a;
     }
+    config.advertise_address = args.advertise_address;
     config.write_commented(&config_path)?;
     let data_dir = config.data_dir_in(dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -236,6 +244,12 @@ pub fn peer(command: PeerCommand) -> Result<()> {
         PeerCommand::Invite { ttl_secs, api, dir } => {
             let dir = &dir.dir;
             let (config, mut store) = open_node(dir)?;
+            if api.is_none() && config.api_listen.ip().is_unspecified() {
+                bail!(
+                    "api_listen is {}, which the other node cannot contact; give the address it reaches this node's API at with --api HOST:PORT",
+                    config.api_listen
+                );
+            }
             let public = NodeIdentity::load(dir, &config.name)?.public();
             let mut secret = [0u8; 32];
             rand_core::OsRng.try_fill_bytes(&mut secret).context("operating system RNG failed")?;
@@ -328,7 +342,7 @@ fn join(text: &str, dir: &Path) -> Result<()> {
         name: public.name,
         ed25519_public: public.ed25519_public,
         tls_fingerprint: public.tls_fingerprint,
-        mpc_address: config.mpc_listen.to_string(),
+        mpc_address: config.advertised_mpc_address(),
     };
     let mac = fields.mac(&key, &id, false);
     let request = PairRequest {
@@ -444,12 +458,12 @@ pub fn node(args: NodeArgs) -> Result<()> {
         let _ = writeln!(stdout, "listening on http://{bound}");
         let _ = writeln!(stdout, "peer port {mpc_bound}");
         let _ = stdout.flush();
-        let advertise = config.mpc_listen.to_string();
+        let advertise = config.advertised_mpc_address();
         let me = PairFields {
             name: public.name.clone(),
             ed25519_public: public.ed25519_public.clone(),
             tls_fingerprint: public.tls_fingerprint.clone(),
-            mpc_address: advertise.clone(),
+            mpc_address: config.advertised_mpc_address(),
         };
         let timing = Timing {
             heartbeat_period: Duration::from_secs(config.heartbeat_period_secs.max(1)),

@@ -28,7 +28,12 @@ impl Drop for Node {
 }
 
 fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord")).args(args).env_remove("CONCORD_DIR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(args)
+        .env_remove("CONCORD_DIR")
+        .env_remove("CONCORD_INVITE_API")
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -68,9 +73,29 @@ fn pair_two_nodes_by_invitation() {
     let b_path = root.0.join("b");
     let c_path = root.0.join("c");
     let (a, b, c) = (a_path.to_str().unwrap(), b_path.to_str().unwrap(), c_path.to_str().unwrap());
-    ok(&concord(&["init", "--name", "hospital-a", "--dir", a]));
-    ok(&concord(&["init", "--name", "hospital-b", "--dir", b]));
-    ok(&concord(&["init", "--name", "hospital-c", "--dir", c]));
+    // A advertises another MPC address than it listens on (as in containers); B its listen address.
+    let err = fails(&concord(&["init", "--name", "hospital-a", "--advertise-address", "a.example", "--dir", a]));
+    assert!(err.contains("--advertise-address") && err.contains("HOST:PORT"), "{err}");
+    assert!(!a_path.exists());
+    ok(&concord(&[
+        "init",
+        "--name",
+        "hospital-a",
+        "--mpc-listen",
+        "0.0.0.0:7401",
+        "--advertise-address",
+        "a.example:7401",
+        "--dir",
+        a,
+    ]));
+    ok(&concord(&["init", "--name", "hospital-b", "--mpc-listen", "127.0.0.1:7501", "--dir", b]));
+    ok(&concord(&["init", "--name", "hospital-c", "--api-listen", "0.0.0.0:7600", "--dir", c]));
+    let toml_a = std::fs::read_to_string(a_path.join("concord.toml")).unwrap();
+    assert!(toml_a.contains("\nmpc_listen = \"0.0.0.0:7401\"\n"), "{toml_a}");
+    assert!(toml_a.contains("\nadvertise_address = \"a.example:7401\"\n"), "{toml_a}");
+    // An invitation naming an unspecified API address (0.0.0.0) is refused without --api.
+    let err = fails(&concord(&["peer", "invite", "--dir", c]));
+    assert!(err.contains("0.0.0.0:7600") && err.contains("--api"), "{err}");
     assert!(ok(&concord(&["peer", "list", "--dir", b])).contains("No peers"));
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
@@ -98,11 +123,14 @@ fn pair_two_nodes_by_invitation() {
     let list_b = ok(&concord(&["peer", "list", "--dir", b]));
     assert!(list_b.contains("hospital-a") && list_b.contains(&short(&pa, "tls_fingerprint")), "{list_b}");
     assert!(list_b.contains(&addr.to_string()), "{list_b}");
+    assert!(list_b.contains("a.example:7401"), "{list_b}");
+    assert!(list_a.contains("127.0.0.1:7501"), "{list_a}");
     let (status, body) = get(addr, "/api/peers");
     assert_eq!(status, 200, "{body}");
     let v: J = serde_json::from_str(&body).unwrap();
     assert_eq!(v["peers"][0]["name"], "hospital-b");
     assert_eq!(v["peers"][0]["tls_fingerprint"], pb["tls_fingerprint"]);
+    assert_eq!(v["peers"][0]["mpc_address"], "127.0.0.1:7501");
 
     // Reuse: refused, nothing changes on either side.
     let err = fails(&concord(&["peer", "join", &invitation, "--dir", b]));

@@ -38,6 +38,11 @@ pub struct NodeConfig {
     /// Address on which peers connect for MPC sessions (TLS).
     #[serde(default = "default_mpc_listen")]
     pub mpc_listen: SocketAddr,
+    /// The MPC address (`host:port`) given to peers at pairing, when they
+    /// must reach this node by another address than `mpc_listen` (a DNS
+    /// name, a container's service name, a NAT). Default: `mpc_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_address: Option<String>,
     /// Directory of the store; relative to the node directory unless absolute.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -96,6 +101,7 @@ impl NodeConfig {
             name: name.to_owned(),
             api_listen: default_api_listen(),
             mpc_listen: default_mpc_listen(),
+            advertise_address: None,
             data_dir: default_data_dir(),
             heartbeat_period_secs: DEFAULT_HEARTBEAT_PERIOD_SECS,
             heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
@@ -123,6 +129,11 @@ impl NodeConfig {
         if let Err(e) = check_name(&self.name) {
             return bad(format!("key `name`: {e}"));
         }
+        if let Some(a) = &self.advertise_address {
+            if let Err(e) = check_address(a) {
+                return bad(format!("key `advertise_address`: {e}"));
+            }
+        }
         if self.heartbeat_period_secs == 0 {
             return bad("key `heartbeat_period_secs`: must be at least 1".into());
         }
@@ -138,6 +149,11 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The MPC address given to peers: `advertise_address` if set, else `mpc_listen`.
+    pub fn advertised_mpc_address(&self) -> String {
+        self.advertise_address.clone().unwrap_or_else(|| self.mpc_listen.to_string())
     }
 
     /// The data directory, resolved against the node directory `dir`.
@@ -167,6 +183,10 @@ impl NodeConfig {
              # Where peers connect for MPC sessions (mutually authenticated TLS 1.3).\n\
              mpc_listen = {}\n\
              \n\
+             # The MPC address (host:port) given to peers at pairing, if they reach this\n\
+             # node by another address than mpc_listen (DNS name, container name, NAT).\n\
+             {}\n\
+             \n\
              # The store (SQLite: datasets, peers, event log).\n\
              data_dir = {}\n\
              \n\
@@ -188,6 +208,10 @@ impl NodeConfig {
             toml_str(&self.name),
             toml_str(&self.api_listen.to_string()),
             toml_str(&self.mpc_listen.to_string()),
+            match &self.advertise_address {
+                Some(a) => format!("advertise_address = {}", toml_str(a)),
+                None => "# advertise_address = \"hospital-a.example:7301\"".to_owned(),
+            },
             toml_str(&self.data_dir.to_string_lossy()),
             self.heartbeat_period_secs,
             self.heartbeat_timeout_secs,
@@ -226,6 +250,21 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
         return Err("may not start with '.' or '-'");
     }
     Ok(())
+}
+
+/// Check an address given to peers: `HOST:PORT`, at most 255 characters,
+/// no whitespace, a non-empty host and a port from 1 to 65535.
+pub fn check_address(address: &str) -> Result<(), &'static str> {
+    if address.is_empty() || address.len() > 255 {
+        return Err("must have 1 to 255 characters");
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("may not contain whitespace");
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err("must be HOST:PORT with a port from 1 to 65535"),
+    }
 }
 
 /// A TOML basic string literal.
@@ -283,6 +322,29 @@ mod tests {
         c.data_dir = PathBuf::from("/var/lib/concord \"x\"");
         let text = c.to_commented_toml();
         assert_eq!(NodeConfig::from_toml(&text, Path::new("concord.toml")).unwrap(), c);
+        c.advertise_address = Some("hospital-a:7301".into());
+        let text = c.to_commented_toml();
+        assert!(text.contains("\nadvertise_address = \"hospital-a:7301\"\n"), "{text}");
+        assert_eq!(NodeConfig::from_toml(&text, Path::new("concord.toml")).unwrap(), c);
+    }
+
+    #[test]
+    fn advertised_address_defaults_to_mpc_listen() {
+        let mut c = NodeConfig::new("a");
+        assert!(c.to_commented_toml().contains("\n# advertise_address = "));
+        assert_eq!(c.advertised_mpc_address(), DEFAULT_MPC_LISTEN);
+        c.mpc_listen = SocketAddr::from(([0, 0, 0, 0], 7401));
+        assert_eq!(c.advertised_mpc_address(), "0.0.0.0:7401");
+        let c = NodeConfig::from_toml(
+            "name = \"a\"\nmpc_listen = \"0.0.0.0:7301\"\nadvertise_address = \"hospital-a:7301\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.advertised_mpc_address(), "hospital-a:7301");
+        assert_eq!(c.mpc_listen.to_string(), "0.0.0.0:7301");
+        for good in ["hospital-a:7301", "10.0.0.2:1", "[::1]:7301", "a.example.org:65535"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
     }
 
     #[test]
@@ -314,6 +376,13 @@ mod tests {
             ("name = \"a b\"\n", "name"),
             ("name = \"a\"\nheartbeat_period_secs = 0\n", "heartbeat_period_secs"),
             ("name = \"a\"\nheartbeat_timeout_secs = 2\n", "heartbeat_timeout_secs"),
+            ("name = \"a\"\nadvertise_address = \"hospital-a\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = \"\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = \":7301\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = \"h:0\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = \"h:99999\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = \"a b:7301\"\n", "advertise_address"),
+            ("name = \"a\"\nadvertise_address = 7301\n", "advertise_address"),
         ] {
             let err = NodeConfig::from_toml(text, Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
