@@ -1,4 +1,4 @@
-//! The node's HTTP API (axum): health, metrics, datasets, OpenAPI.
+//! The node's HTTP API (axum): health, metrics, datasets, peers, pairing, sessions, OpenAPI.
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -8,6 +8,10 @@
 //! | `GET /api/datasets/{name}` | one dataset, or 404 `{"error":{"code":"unknown_dataset",..}}` |
 //! | `GET /api/peers` | `{"peers":[..]}`: name, ed25519_public, tls_fingerprint, mpc_address, paired_at |
 //! | `POST /api/pair` | complete a pairing invitation (see [`crate::pairing`]) |
+//! | `POST /api/sessions` | submit a query as a session ([`crate::service::Service::submit`]) |
+//! | `GET /api/sessions` | recent sessions |
+//! | `GET /api/sessions/{id}?wait_ms=` | one session (long poll), with sealed results when done |
+//! | `POST /api/sessions/{id}/cancel` | cancel a session this node coordinates |
 //! | `GET /openapi.json` | the OpenAPI 3.0 description of these routes |
 //!
 //! Row data is never served, and neither are row counts or file paths (they
@@ -613,6 +617,44 @@ pub fn openapi_document(version: &str) -> Value {
                         "schema": { "$ref": "#/components/schemas/PairReply" } } } },
                     "400": error, "401": error, "404": error, "409": error, "410": error, "500": error }
             } },
+            "/api/sessions": {
+                "get": {
+                    "summary": "The 100 most recent sessions this node knows",
+                    "responses": { "200": { "description": "Sessions", "content": { "application/json": {
+                        "schema": { "type": "object", "properties": { "sessions": { "type": "array",
+                            "items": { "$ref": "#/components/schemas/Session" } } } } } } }, "500": error }
+                },
+                "post": {
+                    "summary": "Submit a query as a session with other nodes (this node coordinates)",
+                    "requestBody": { "required": true, "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/SubmitRequest" } } } },
+                    "responses": {
+                        "202": { "description": "Created (pending); poll it", "content": { "application/json": {
+                            "schema": { "$ref": "#/components/schemas/Session" } } } },
+                        "400": error, "404": error, "502": error, "503": error, "500": error }
+                }
+            },
+            "/api/sessions/{id}": { "get": {
+                "summary": "One session: state, reason, plan, progress; when done, the result shares sealed to the analyst",
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "wait_ms", "in": "query", "required": false, "schema": { "type": "integer", "maximum": 30000 },
+                      "description": "hold the answer until the state or progress changes (long poll)" } ],
+                "responses": {
+                    "200": { "description": "The session", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/Session" } } } },
+                    "400": error, "404": error, "500": error }
+            } },
+            "/api/sessions/{id}/cancel": { "post": {
+                "summary": "Cancel a pending or running session (on its coordinator); every node records it with the reason",
+                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "requestBody": { "required": false, "content": { "application/json": {
+                    "schema": { "type": "object", "properties": { "reason": { "type": "string" } } } } } },
+                "responses": {
+                    "200": { "description": "Cancelled", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/Session" } } } },
+                    "400": error, "404": error, "409": error, "500": error }
+            } },
             "/api/datasets/{name}": { "get": {
                 "summary": "One dataset",
                 "parameters": [ { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } } ],
@@ -632,8 +674,42 @@ pub fn openapi_document(version: &str) -> Value {
             "Error": { "type": "object", "required": ["error"], "properties": { "error": {
                 "type": "object", "required": ["code", "message"], "properties": {
                     "code": { "type": "string", "enum": ["unknown_dataset", "no_route", "bad_request", "internal",
-                        "unknown_invitation", "invitation_used", "invitation_expired", "bad_mac", "peer_exists", "identity_mismatch"] },
+                        "unknown_invitation", "invitation_used", "invitation_expired", "bad_mac", "peer_exists", "identity_mismatch",
+                        "unknown_session", "unknown_peer", "revoked_peer", "peer_down", "peer_unreachable", "peer_refused",
+                        "schema_mismatch", "invalid_dataset", "invalid_query", "not_coordinator", "session_finished", "no_service"] },
                     "message": { "type": "string" } } } } },
+            "SubmitRequest": { "type": "object", "required": ["sql", "parties", "analyst_key"], "properties": {
+                "sql": { "type": "string" },
+                "parties": { "type": "array", "items": { "type": "string" }, "description": "node names, in party order" },
+                "dataset": { "type": "string", "description": "default: the table after FROM" },
+                "options": { "type": "object", "properties": {
+                    "threshold": { "type": "integer" },
+                    "scheme": { "type": "string", "enum": ["additive", "shamir"] },
+                    "min_group_size": { "type": "integer" },
+                    "input_check": { "type": "string", "enum": ["clamp", "reject", "off"] },
+                    "reveal_final": { "type": "boolean" },
+                    "order_method": { "type": "string", "enum": ["auto", "search", "sort"] } } },
+                "analyst_key": { "type": "string", "description": "the analyst's X25519 public key for this session, 32 bytes hex" } } },
+            "Session": { "type": "object",
+                "required": ["id", "state", "coordinator", "dataset", "sql", "parties", "created_at", "progress", "plan", "results"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "state": { "type": "string", "enum": ["pending", "running", "done", "failed", "cancelled"] },
+                    "reason": { "type": "string", "nullable": true },
+                    "coordinator": { "type": "string" },
+                    "dataset": { "type": "string" },
+                    "sql": { "type": "string" },
+                    "parties": { "type": "array", "items": { "type": "string" } },
+                    "created_at": { "type": "integer" },
+                    "updated_at": { "type": "integer" },
+                    "finished_at": { "type": "integer", "nullable": true },
+                    "progress": { "type": "array", "items": { "type": "object", "properties": {
+                        "party": { "type": "string" }, "phase": { "type": "string" }, "at": { "type": "integer" } } } },
+                    "plan": { "type": "object", "description": "the session plan every party verified (see docs/WIRE_PROTOCOL.md)" },
+                    "results": { "type": "array", "items": { "type": "object", "properties": {
+                        "party": { "type": "integer" },
+                        "envelope": { "type": "object", "properties": {
+                            "ephemeral": { "type": "string" }, "ciphertext": { "type": "string" } } } } } } } },
             "Peer": { "type": "object",
                 "required": ["name", "ed25519_public", "tls_fingerprint", "mpc_address", "paired_at"],
                 "properties": {
@@ -641,7 +717,11 @@ pub fn openapi_document(version: &str) -> Value {
                     "ed25519_public": { "type": "string" },
                     "tls_fingerprint": { "type": "string" },
                     "mpc_address": { "type": "string" },
-                    "paired_at": { "type": "integer" } } },
+                    "paired_at": { "type": "integer" },
+                    "revoked_at": { "type": "integer", "nullable": true },
+                    "health": { "type": "string", "enum": ["up", "suspected", "down", "unknown", "revoked"] },
+                    "last_seen": { "type": "integer", "nullable": true },
+                    "heartbeats_missed": { "type": "integer" } } },
             "PairRequest": { "type": "object",
                 "required": ["invitation_id", "name", "ed25519_public", "tls_fingerprint", "mpc_address",
                     "expect_ed25519_public", "expect_tls_fingerprint", "mac"],

@@ -314,7 +314,18 @@ fn server_serves_on_port_0_and_shuts_down() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["openapi"], "3.0.3");
-    for p in ["/healthz", "/metrics", "/openapi.json", "/api/datasets", "/api/datasets/{name}"] {
+    for p in [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/api/datasets",
+        "/api/datasets/{name}",
+        "/api/peers",
+        "/api/pair",
+        "/api/sessions",
+        "/api/sessions/{id}",
+        "/api/sessions/{id}/cancel",
+    ] {
         assert!(v["paths"].get(p).is_some(), "{p} missing");
     }
 
