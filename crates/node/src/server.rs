@@ -1,7 +1,8 @@
-//! The node's HTTP API (axum): health, metrics, datasets, OpenAPI.
+//! The node's HTTP API (axum): dashboard, health, metrics, datasets, peers, OpenAPI.
 //!
 //! | route | answer |
 //! | --- | --- |
+//! | `GET /` | the dashboard: an HTML page (see [`crate::dashboard`]) |
 //! | `GET /healthz` | `{"status":"ok","name":..,"version":..}` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/datasets` | `{"datasets":[..]}`: name, table, columns, sha256, status, validated_at |
@@ -28,7 +29,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_query::{ColumnType, Schema};
@@ -36,6 +37,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::dashboard::{self, DashboardView, EventView, PeerView};
 use crate::pairing::{PairFields, PairReply, PairRequest};
 use crate::store::{DatasetRecord, DatasetStatus, PeerRecord, Store};
 use crate::NodeError;
@@ -184,6 +186,81 @@ fn view(d: DatasetRecord) -> Result<DatasetView, ApiError> {
     })
 }
 
+/// How many of the most recent events the dashboard shows.
+const DASHBOARD_EVENTS: usize = 50;
+
+/// The dashboard's view of what the store holds now. Peers' health is
+/// `unknown` and there are no sessions until a source for them exists.
+fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
+    let store = state.store()?;
+    let peers = store
+        .list_peers()?
+        .into_iter()
+        .map(|p| PeerView {
+            name: p.name,
+            address: p.address,
+            health: "unknown".into(),
+            last_seen: None,
+            fingerprint: p.tls_fingerprint,
+        })
+        .collect();
+    let datasets = store
+        .list_datasets()?
+        .into_iter()
+        .map(|d| {
+            // One unreadable schema must not take the whole page down.
+            let (table, columns) = match Schema::from_toml(&d.schema_toml) {
+                Ok(schema) => (schema.table, schema.columns.into_iter().map(|c| c.name).collect()),
+                Err(_) => ("(unreadable schema)".to_owned(), Vec::new()),
+            };
+            let status = match d.status {
+                DatasetStatus::Valid => "valid",
+                DatasetStatus::Invalid(_) => "invalid",
+            };
+            dashboard::DatasetView {
+                name: d.name,
+                table,
+                columns,
+                status: status.into(),
+                validated_at: Some(d.validated_at),
+            }
+        })
+        .collect();
+    let events = store
+        .recent_events(DASHBOARD_EVENTS)?
+        .into_iter()
+        .map(|e| EventView { at: e.at, kind: e.kind, message: e.message })
+        .collect();
+    Ok(DashboardView {
+        node: state.inner.name.clone(),
+        version: state.inner.version.clone(),
+        generated_at: unix_now(),
+        peers,
+        datasets,
+        sessions: Vec::new(),
+        events,
+    })
+}
+
+/// `GET /`: the dashboard. No script may run and nothing is loaded from
+/// elsewhere (a Content-Security-Policy backs up the escaping), and the page
+/// is never cached, as it reloads itself.
+async fn dashboard_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let html = dashboard::render(&dashboard_view(&state)?);
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(html),
+    )
+        .into_response())
+}
+
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "status": "ok", "name": state.inner.name, "version": state.inner.version }))
 }
@@ -314,6 +391,7 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -350,9 +428,15 @@ pub fn openapi_document(version: &str) -> Value {
         "info": {
             "title": "Concord node API",
             "version": version,
-            "description": "Health, metrics and the datasets a Concord node offers. Row data, row counts and file paths are never served."
+            "description": "Dashboard, health, metrics, the datasets a Concord node offers, its peers and pairing. Row data, row counts and file paths are never served."
         },
         "paths": {
+            "/": { "get": {
+                "summary": "Dashboard: peers and their health, datasets, sessions, recent events (HTML, reloads every 2 s)",
+                "responses": { "200": { "description": "The dashboard page", "content": { "text/html": {
+                    "schema": { "type": "string" } } } },
+                    "500": error }
+            } },
             "/healthz": { "get": {
                 "summary": "Liveness",
                 "responses": { "200": { "description": "The node is up", "content": { "application/json": {
