@@ -161,7 +161,8 @@ pub fn recheck(old: DatasetRecord) -> Result<Recheck, NodeError> {
                 status: DatasetStatus::Valid,
                 ..old
             };
-            let msg = format!("dataset {name:?} re-validated ({rows} rows, sha256 {sha256})");
+            // No row count: the event log is shown on the dashboard, and row counts stay local.
+            let msg = format!("dataset {name:?} re-validated (sha256 {sha256})");
             let outcome = if same { Revalidation::Unchanged } else { Revalidation::Updated { rows, sha256 } };
             Ok(Recheck { outcome, update: Some((new, "dataset.revalidated", msg)) })
         }

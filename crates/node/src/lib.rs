@@ -10,8 +10,10 @@
 //! - [`pairing`]: one-time pairing invitations, HMAC-SHA256;
 //! - [`datasets`]: registering local data files (validated against their
 //!   schema, hashed) and re-validating them when they change;
-//! - [`server`]: the HTTP API (`/healthz`, `/metrics`, `/api/datasets`,
-//!   `/openapi.json`) with graceful shutdown.
+//! - [`dashboard`]: the HTML dashboard page (peers, datasets, sessions,
+//!   events), server-rendered, no JavaScript;
+//! - [`server`]: the HTTP API (`/` the dashboard, `/healthz`, `/metrics`,
+//!   `/api/datasets`, `/api/peers`, `/openapi.json`) with graceful shutdown.
 //!
 //! A node directory holds:
 //!
@@ -25,6 +27,7 @@
 //! ```
 
 pub mod config;
+pub mod dashboard;
 pub mod datasets;
 mod error;
 pub mod identity;

@@ -1,7 +1,8 @@
-//! The node's HTTP API (axum): health, metrics, datasets, peers, pairing, sessions, OpenAPI.
+//! The node's HTTP API (axum): dashboard, health, metrics, datasets, peers, pairing, sessions, OpenAPI.
 //!
 //! | route | answer |
 //! | --- | --- |
+//! | `GET /` | the dashboard: an HTML page (see [`crate::dashboard`]) |
 //! | `GET /healthz` | `{"status":"ok","name":..,"version":..}` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/datasets` | `{"datasets":[..]}`: name, table, columns, sha256, status, validated_at |
@@ -32,7 +33,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_query::{ColumnType, Schema};
@@ -40,6 +41,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::dashboard::{self, DashboardView, EventView, PeerView, SessionView};
 use crate::pairing::{PairFields, PairReply, PairRequest};
 use crate::service::Service;
 use crate::service::{parse_plan, ServiceError, SubmitRequest};
@@ -220,6 +222,115 @@ fn view(d: DatasetRecord) -> Result<DatasetView, ApiError> {
         invalid_reason,
         validated_at: d.validated_at,
     })
+}
+
+/// Sessions shown on the dashboard (most recent first).
+const DASHBOARD_SESSIONS: usize = 20;
+
+/// How many of the most recent events the dashboard shows.
+const DASHBOARD_EVENTS: usize = 50;
+
+/// The dashboard's view of what the store holds now. Peers' health is
+/// `unknown` and there are no sessions until a source for them exists.
+fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
+    let health = state.inner.service.as_ref().map(Service::health).unwrap_or_default();
+    let store = state.store()?;
+    let peers = store
+        .list_peers()?
+        .into_iter()
+        .map(|p| {
+            let h = health.get(&p.name);
+            let status = match (p.revoked_at, h) {
+                (Some(_), _) => "revoked".to_owned(),
+                (None, Some(h)) if !h.state.is_empty() => h.state.clone(),
+                _ => "unknown".to_owned(),
+            };
+            PeerView {
+                name: p.name,
+                address: p.address,
+                health: status,
+                last_seen: h.and_then(|h| h.last_seen),
+                fingerprint: p.tls_fingerprint,
+            }
+        })
+        .collect();
+    let sessions = store
+        .list_sessions(DASHBOARD_SESSIONS)?
+        .into_iter()
+        .map(|r| {
+            let (sql, parties) = match parse_plan(&r) {
+                Ok(plan) => (plan.spec.sql, plan.parties.into_iter().map(|p| p.name).collect()),
+                Err(_) => ("(unreadable plan)".to_owned(), Vec::new()),
+            };
+            let progress = store.progress(&r.id).unwrap_or_default().into_iter().map(|p| (p.party, p.phase)).collect();
+            SessionView {
+                id: r.id,
+                state: r.state.name().to_owned(),
+                sql,
+                parties,
+                coordinator: r.coordinator,
+                created_at: r.created_at,
+                finished_at: r.finished_at,
+                reason: r.reason,
+                progress,
+            }
+        })
+        .collect();
+    let datasets = store
+        .list_datasets()?
+        .into_iter()
+        .map(|d| {
+            // One unreadable schema must not take the whole page down.
+            let (table, columns) = match Schema::from_toml(&d.schema_toml) {
+                Ok(schema) => (schema.table, schema.columns.into_iter().map(|c| c.name).collect()),
+                Err(_) => ("(unreadable schema)".to_owned(), Vec::new()),
+            };
+            let status = match d.status {
+                DatasetStatus::Valid => "valid",
+                DatasetStatus::Invalid(_) => "invalid",
+            };
+            dashboard::DatasetView {
+                name: d.name,
+                table,
+                columns,
+                status: status.into(),
+                validated_at: Some(d.validated_at),
+            }
+        })
+        .collect();
+    let events = store
+        .recent_events(DASHBOARD_EVENTS)?
+        .into_iter()
+        .map(|e| EventView { at: e.at, kind: e.kind, message: e.message })
+        .collect();
+    Ok(DashboardView {
+        node: state.inner.name.clone(),
+        version: state.inner.version.clone(),
+        generated_at: unix_now(),
+        peers,
+        datasets,
+        sessions,
+        events,
+    })
+}
+
+/// `GET /`: the dashboard. No script may run and nothing is loaded from
+/// elsewhere (a Content-Security-Policy backs up the escaping), and the page
+/// is never cached, as it reloads itself.
+async fn dashboard_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let html = dashboard::render(&dashboard_view(&state)?);
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(html),
+    )
+        .into_response())
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
@@ -537,6 +648,7 @@ async fn cancel_session(
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -576,9 +688,15 @@ pub fn openapi_document(version: &str) -> Value {
         "info": {
             "title": "Concord node API",
             "version": version,
-            "description": "Health, metrics and the datasets a Concord node offers. Row data, row counts and file paths are never served."
+            "description": "Dashboard, health, metrics, the datasets a Concord node offers, its peers and pairing. Row data, row counts and file paths are never served."
         },
         "paths": {
+            "/": { "get": {
+                "summary": "Dashboard: peers and their health, datasets, sessions, recent events (HTML, reloads every 2 s)",
+                "responses": { "200": { "description": "The dashboard page", "content": { "text/html": {
+                    "schema": { "type": "string" } } } },
+                    "500": error }
+            } },
             "/healthz": { "get": {
                 "summary": "Liveness",
                 "responses": { "200": { "description": "The node is up", "content": { "application/json": {

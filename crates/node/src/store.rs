@@ -284,12 +284,8 @@ impl Store {
                 ],
             )
             .map_err(sql)?;
-            insert_event(
-                tx,
-                "dataset.added",
-                &format!("dataset {:?} registered ({} rows, sha256 {})", d.name, d.row_count, d.file_sha256),
-            )
-            .map_err(sql)
+            insert_event(tx, "dataset.added", &format!("dataset {:?} registered (sha256 {})", d.name, d.file_sha256))
+                .map_err(sql)
         })
     }
 

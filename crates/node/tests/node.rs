@@ -341,3 +341,55 @@ fn server_serves_on_port_0_and_shuts_down() {
     rt.block_on(server).unwrap().unwrap();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn dashboard_page_is_html_and_escapes_what_the_store_holds() {
+    let dir = Dir::new("dashboard");
+    let mut s = Store::open(&dir.0.join(store::STORE_FILE)).unwrap();
+    let (data, schema) = write_files(&dir.0, "age,ward\n30,a\n40,b\n");
+    datasets::register(&mut s, "patients", &data, &schema).unwrap();
+    s.add_peer(&store::PeerRecord {
+        name: "hospital-b".into(),
+        address: "127.0.0.1:7301".into(),
+        api_address: String::new(),
+        ed25519_public: "11".repeat(32),
+        tls_fingerprint: "22".repeat(32),
+        added_at: 1_700_000_000,
+    })
+    .unwrap();
+    s.record_event("test.evil", "<script>alert('x')</script>").unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(server::serve(listener, AppState::new("hospital-a", "0.1.0", s), async {
+        let _ = stopped.await;
+    }));
+
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("content-security-policy: default-src 'none'"), "{head}");
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    for text in ["hospital-a", "Peers", "Datasets", "Sessions", "Events", "No sessions yet"] {
+        assert!(body.contains(text), "{text} missing: {body}");
+    }
+    assert!(body.contains("hospital-b") && body.contains(">unknown</span>"), "{body}");
+    assert!(body.contains("patients") && body.contains("age, ward") && body.contains(">valid</span>"), "{body}");
+    assert!(body.contains("dataset.added") && body.contains("test.evil"), "{body}");
+    assert!(body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{body}");
+    assert!(!body.contains("<script") && !body.contains("patients.csv"), "{body}");
+
+    let (_, body) = get(addr, "/openapi.json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["paths"]["/"]["get"]["responses"]["200"]["content"].get("text/html").is_some(), "{v}");
+
+    stop.send(()).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+}

@@ -1,0 +1,496 @@
+//! The node dashboard: one server-rendered HTML page (inline CSS, no
+//! JavaScript, no external assets) with the node's peers and their health,
+//! its datasets, MPC sessions with their progress, and the recent events.
+//!
+//! The page is built from plain view structs ([`DashboardView`] and its
+//! parts), independent of the store, so any part of the node can fill them;
+//! [`render`] turns a view into the page. Every string of a view is
+//! HTML-escaped ([`escape_html`]): names, addresses, SQL and messages come
+//! from the store or from peers and are never trusted. The page reloads
+//! itself every 2 seconds (`<meta http-equiv="refresh">`), which keeps
+//! session progress live without a script.
+
+use std::fmt::Write as _;
+
+/// Everything the dashboard shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DashboardView {
+    /// This node's name.
+    pub node: String,
+    /// The node's software version.
+    pub version: String,
+    /// When the view was built, Unix seconds.
+    pub generated_at: i64,
+    /// Paired peers.
+    pub peers: Vec<PeerView>,
+    /// Registered datasets.
+    pub datasets: Vec<DatasetView>,
+    /// MPC sessions, in the order they should be listed.
+    pub sessions: Vec<SessionView>,
+    /// Recent events, newest first.
+    pub events: Vec<EventView>,
+}
+
+/// A paired peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer's name.
+    pub name: String,
+    /// Its MPC address.
+    pub address: String,
+    /// `"up"`, `"suspected"`, `"down"` or `"unknown"` (anything else is shown
+    /// as given, with a neutral badge).
+    pub health: String,
+    /// When the peer was last heard from, Unix seconds.
+    pub last_seen: Option<i64>,
+    /// Its pinned TLS certificate fingerprint (SHA-256, hex).
+    pub fingerprint: String,
+}
+
+/// A registered dataset (public facts only: no path, no row count).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatasetView {
+    /// The dataset's name.
+    pub name: String,
+    /// The table name queries use.
+    pub table: String,
+    /// Column names, in schema order.
+    pub columns: Vec<String>,
+    /// `"valid"` or `"invalid"` (anything else: neutral badge).
+    pub status: String,
+    /// When the file was last validated, Unix seconds.
+    pub validated_at: Option<i64>,
+}
+
+/// An MPC session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// `"pending"`, `"running"`, `"done"`, `"failed"` or `"cancelled"`.
+    pub state: String,
+    /// The query.
+    pub sql: String,
+    /// The parties' names.
+    pub parties: Vec<String>,
+    /// The coordinating party's name.
+    pub coordinator: String,
+    /// When the session was created, Unix seconds.
+    pub created_at: i64,
+    /// When it ended, Unix seconds.
+    pub finished_at: Option<i64>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// Each party's current phase: `(party, phase)`.
+    pub progress: Vec<(String, String)>,
+}
+
+/// One entry of the event log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventView {
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Event kind, e.g. `dataset.added`.
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Escape `text` for HTML element content and (quoted) attribute values:
+/// `&`, `<`, `>`, `"` and `'`.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unix seconds as UTC `YYYY-MM-DD HH:MM:SS` (proleptic Gregorian calendar).
+pub fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Year, month (1..=12), day (1..=31) of the day `days` after 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+const STYLE: &str = "
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #f5f6f8; color: #1f2328;
+  font: 15px/1.5 system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif; }
+header { background: #fff; border-bottom: 1px solid #d8dee4; padding: 16px 32px; }
+header h1 { margin: 0; font-size: 22px; }
+header p { margin: 2px 0 0; color: #59636e; font-size: 13px; }
+main { max-width: 1200px; margin: 0 auto; padding: 8px 32px 32px; }
+section { background: #fff; border: 1px solid #d8dee4; border-radius: 8px; margin-top: 20px; padding: 4px 20px 16px; }
+h2 { font-size: 17px; margin: 12px 0 8px; }
+h2 .count { color: #59636e; font-weight: normal; font-size: 14px; }
+table { width: 100%; border-collapse: collapse; font-size: 14px; }
+th { text-align: left; color: #59636e; font-weight: 600; border-bottom: 2px solid #d8dee4; padding: 6px 8px; }
+td { border-bottom: 1px solid #eaeef2; padding: 6px 8px; vertical-align: top; }
+tr:last-child td { border-bottom: none; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+.empty { color: #59636e; font-style: italic; margin: 4px 0; }
+.muted { color: #59636e; }
+.nowrap { white-space: nowrap; }
+.badge { display: inline-block; border-radius: 999px; padding: 1px 10px; font-size: 12px; font-weight: 600;
+  border: 1px solid transparent; white-space: nowrap; }
+.ok { background: #dafbe1; color: #116329; border-color: #aceebb; }
+.warn { background: #fff8c5; color: #7d4e00; border-color: #eed888; }
+.bad { background: #ffebe9; color: #a40e26; border-color: #ffcecb; }
+.info { background: #ddf4ff; color: #0550ae; border-color: #b6e3ff; }
+.neutral { background: #eff2f5; color: #424a53; border-color: #d8dee4; }
+ul.progress { list-style: none; margin: 0; padding: 0; }
+.reason { color: #a40e26; font-size: 13px; }
+";
+
+/// The CSS class of a badge for `value` (a fixed class, never the value
+/// itself, so a hostile value cannot inject a class).
+fn badge_class(value: &str) -> &'static str {
+    match value {
+        "up" | "valid" | "done" => "ok",
+        "suspected" | "pending" => "warn",
+        "down" | "invalid" | "failed" => "bad",
+        "running" => "info",
+        _ => "neutral",
+    }
+}
+
+fn badge(out: &mut String, value: &str) {
+    let _ = write!(out, "<span class=\"badge {}\">{}</span>", badge_class(value), escape_html(value));
+}
+
+fn time_or(out: &mut String, at: Option<i64>, none: &str) {
+    match at {
+        Some(t) => {
+            let _ = write!(out, "<span class=\"nowrap\">{} UTC</span>", format_utc(t));
+        }
+        None => {
+            let _ = write!(out, "<span class=\"muted\">{}</span>", escape_html(none));
+        }
+    }
+}
+
+fn section_head(out: &mut String, id: &str, title: &str, n: usize) {
+    let _ = write!(out, "<section id=\"{id}\" aria-labelledby=\"{id}-h\">");
+    let _ = write!(out, "<h2 id=\"{id}-h\">{title} <span class=\"count\">({n})</span></h2>");
+}
+
+fn table_head(out: &mut String, columns: &[&str]) {
+    out.push_str("<table><thead><tr>");
+    for c in columns {
+        let _ = write!(out, "<th scope=\"col\">{c}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+}
+
+fn peers(out: &mut String, peers: &[PeerView]) {
+    section_head(out, "peers", "Peers", peers.len());
+    if peers.is_empty() {
+        out.push_str("<p class=\"empty\">No peers paired yet.</p>");
+    } else {
+        table_head(out, &["Name", "Health", "Address", "Last seen", "TLS fingerprint"]);
+        for p in peers {
+            let _ = write!(out, "<tr><td><strong>{}</strong></td><td>", escape_html(&p.name));
+            badge(out, &p.health);
+            let _ = write!(out, "</td><td><code>{}</code></td><td>", escape_html(&p.address));
+            time_or(out, p.last_seen, "never");
+            let short: String = p.fingerprint.chars().take(16).collect();
+            let ellipsis = if short.len() < p.fingerprint.len() { "…" } else { "" };
+            let _ = write!(
+                out,
+                "</td><td><code title=\"{}\">{}{ellipsis}</code></td></tr>",
+                escape_html(&p.fingerprint),
+                escape_html(&short)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
+fn datasets(out: &mut String, datasets: &[DatasetView]) {
+    section_head(out, "datasets", "Datasets", datasets.len());
+    if datasets.is_empty() {
+        out.push_str("<p class=\"empty\">No datasets registered yet.</p>");
+    } else {
+        table_head(out, &["Name", "Status", "Table", "Columns", "Validated"]);
+        for d in datasets {
+            let _ = write!(out, "<tr><td><strong>{}</strong></td><td>", escape_html(&d.name));
+            badge(out, &d.status);
+            let columns: Vec<String> = d.columns.iter().map(|c| escape_html(c)).collect();
+            let _ = write!(
+                out,
+                "</td><td><code>{}</code></td><td><code>{}</code></td><td>",
+                escape_html(&d.table),
+                columns.join(", ")
+            );
+            time_or(out, d.validated_at, "not yet");
+            out.push_str("</td></tr>");
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
+fn sessions(out: &mut String, sessions: &[SessionView]) {
+    section_head(out, "sessions", "Sessions", sessions.len());
+    if sessions.is_empty() {
+        out.push_str("<p class=\"empty\">No sessions yet.</p>");
+    } else {
+        table_head(out, &["Session", "State", "Query", "Parties", "Progress", "Created", "Finished"]);
+        for s in sessions {
+            let _ = write!(out, "<tr><td><code>{}</code></td><td>", escape_html(&s.id));
+            badge(out, &s.state);
+            if let Some(reason) = &s.reason {
+                let _ = write!(out, "<div class=\"reason\">{}</div>", escape_html(reason));
+            }
+            let _ = write!(out, "</td><td><code>{}</code></td><td>", escape_html(&s.sql));
+            let parties: Vec<String> = s
+                .parties
+                .iter()
+                .map(|p| {
+                    let mark = if *p == s.coordinator { " <span class=\"muted\">(coordinator)</span>" } else { "" };
+                    format!("{}{mark}", escape_html(p))
+                })
+                .collect();
+            out.push_str(&parties.join("<br>"));
+            out.push_str("</td><td>");
+            if s.progress.is_empty() {
+                out.push_str("<span class=\"muted\">—</span>");
+            } else {
+                out.push_str("<ul class=\"progress\">");
+                for (party, phase) in &s.progress {
+                    let _ = write!(out, "<li>{}: <strong>{}</strong></li>", escape_html(party), escape_html(phase));
+                }
+                out.push_str("</ul>");
+            }
+            out.push_str("</td><td>");
+            time_or(out, Some(s.created_at), "");
+            out.push_str("</td><td>");
+            time_or(out, s.finished_at, "—");
+            out.push_str("</td></tr>");
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
+fn events(out: &mut String, events: &[EventView]) {
+    section_head(out, "events", "Events", events.len());
+    if events.is_empty() {
+        out.push_str("<p class=\"empty\">No events recorded yet.</p>");
+    } else {
+        table_head(out, &["Time (UTC)", "Kind", "Message"]);
+        for e in events {
+            let _ = write!(
+                out,
+                "<tr><td class=\"nowrap\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                format_utc(e.at),
+                escape_html(&e.kind),
+                escape_html(&e.message)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
+/// The dashboard page for `view`: a complete HTML5 document.
+pub fn render(view: &DashboardView) -> String {
+    let node = escape_html(&view.node);
+    let mut out = String::with_capacity(8192);
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
+    out.push_str("<meta http-equiv=\"refresh\" content=\"2\">");
+    let _ = write!(out, "<title>{node} · Concord node</title><style>{STYLE}</style></head><body>");
+    let _ = write!(
+        out,
+        "<header><h1>Concord node <span class=\"mono\">{node}</span></h1>\
+         <p>version {} · updated {} UTC · refreshes every 2 s</p></header><main>",
+        escape_html(&view.version),
+        format_utc(view.generated_at)
+    );
+    peers(&mut out, &view.peers);
+    datasets(&mut out, &view.datasets);
+    sessions(&mut out, &view.sessions);
+    events(&mut out, &view.events);
+    out.push_str("</main></body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "<script>alert(\"x\" + 'y')</script>&";
+    const EVIL_ESCAPED: &str = "&lt;script&gt;alert(&quot;x&quot; + &#39;y&#39;)&lt;/script&gt;&amp;";
+
+    fn full() -> DashboardView {
+        DashboardView {
+            node: "hospital-a".into(),
+            version: "0.1.0".into(),
+            generated_at: 1_700_000_000,
+            peers: vec![
+                PeerView {
+                    name: "hospital-b".into(),
+                    address: "10.0.0.2:7301".into(),
+                    health: "up".into(),
+                    last_seen: Some(1_699_999_999),
+                    fingerprint: "ab".repeat(32),
+                },
+                PeerView {
+                    name: "hospital-c".into(),
+                    address: "10.0.0.3:7301".into(),
+                    health: "down".into(),
+                    last_seen: None,
+                    fingerprint: "cd".repeat(32),
+                },
+            ],
+            datasets: vec![DatasetView {
+                name: "patients".into(),
+                table: "patients".into(),
+                columns: vec!["age".into(), "ward".into()],
+                status: "valid".into(),
+                validated_at: Some(0),
+            }],
+            sessions: vec![SessionView {
+                id: "s-1".into(),
+                state: "failed".into(),
+                sql: "SELECT COUNT(*) FROM patients WHERE age > 40".into(),
+                parties: vec!["hospital-a".into(), "hospital-b".into()],
+                coordinator: "hospital-a".into(),
+                created_at: 1_700_000_000,
+                finished_at: Some(1_700_000_060),
+                reason: Some("peer hospital-b unreachable".into()),
+                progress: vec![("hospital-a".into(), "sharing".into()), ("hospital-b".into(), "connecting".into())],
+            }],
+            events: vec![EventView {
+                at: 86_399,
+                kind: "dataset.added".into(),
+                message: "dataset \"patients\"".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn escape_html_escapes_markup_and_quotes() {
+        assert_eq!(escape_html(EVIL), EVIL_ESCAPED);
+        assert_eq!(escape_html("plain text é"), "plain text é");
+        assert_eq!(escape_html(""), "");
+    }
+
+    #[test]
+    fn format_utc_known_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(86_399), "1970-01-01 23:59:59");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(4_107_542_400), "2100-03-01 00:00:00");
+        assert_eq!(format_utc(-1), "1969-12-31 23:59:59");
+        assert_eq!(format_utc(1_709_251_199), "2024-02-29 23:59:59");
+    }
+
+    #[test]
+    fn page_shows_every_section_with_badges_and_times() {
+        let html = render(&full());
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
+        assert!(html.trim_end().ends_with("</html>"));
+        for h in ["Peers", "Datasets", "Sessions", "Events"] {
+            assert!(html.contains(&format!(">{h} <span class=\"count\">")), "heading {h}");
+        }
+        assert!(html.contains("hospital-a") && html.contains("version 0.1.0"));
+        assert!(html.contains("updated 2023-11-14 22:13:20 UTC"));
+        // Badges carry their text, not only a colour.
+        assert!(html.contains("<span class=\"badge ok\">up</span>"));
+        assert!(html.contains("<span class=\"badge bad\">down</span>"));
+        assert!(html.contains("<span class=\"badge ok\">valid</span>"));
+        assert!(html.contains("<span class=\"badge bad\">failed</span>"));
+        assert!(html.contains("peer hospital-b unreachable"));
+        assert!(html.contains("<code>age, ward</code>"));
+        assert!(html.contains("1970-01-01 00:00:00 UTC"));
+        assert!(html.contains("2023-11-14 22:14:20 UTC"));
+        assert!(html.contains("1970-01-01 23:59:59"));
+        assert!(html.contains("hospital-b: <strong>connecting</strong>"));
+        assert!(html.contains("SELECT COUNT(*) FROM patients WHERE age &gt; 40"));
+        assert!(html.contains(&format!("title=\"{}\"", "ab".repeat(32))));
+        assert!(html.contains("never"));
+        assert!(!html.contains("No peers paired yet"));
+        // No scripts, no external assets.
+        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    }
+
+    #[test]
+    fn empty_view_shows_empty_states() {
+        let html = render(&DashboardView { node: "n".into(), ..DashboardView::default() });
+        for empty in ["No peers paired yet", "No datasets registered yet", "No sessions yet", "No events recorded yet"]
+        {
+            assert!(html.contains(empty), "{empty} missing");
+        }
+        assert!(!html.contains("<table"));
+    }
+
+    #[test]
+    fn every_string_from_data_is_escaped() {
+        let mut v = full();
+        v.node = EVIL.into();
+        v.version = EVIL.into();
+        v.peers[0] = PeerView {
+            name: EVIL.into(),
+            address: EVIL.into(),
+            health: EVIL.into(),
+            last_seen: None,
+            fingerprint: EVIL.into(),
+        };
+        v.datasets[0] = DatasetView {
+            name: EVIL.into(),
+            table: EVIL.into(),
+            columns: vec![EVIL.into()],
+            status: EVIL.into(),
+            validated_at: None,
+        };
+        v.sessions[0] = SessionView {
+            id: EVIL.into(),
+            state: EVIL.into(),
+            sql: EVIL.into(),
+            parties: vec![EVIL.into()],
+            coordinator: EVIL.into(),
+            created_at: 0,
+            finished_at: None,
+            reason: Some(EVIL.into()),
+            progress: vec![(EVIL.into(), EVIL.into())],
+        };
+        v.events[0] = EventView { at: 0, kind: EVIL.into(), message: EVIL.into() };
+        let html = render(&v);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("alert(\"") && !html.contains("'y'"), "{html}");
+        // Each field appears escaped (the fingerprint is shortened to 16 characters).
+        assert!(html.matches(EVIL_ESCAPED).count() >= 18, "{html}");
+        // An unknown state gets the neutral badge, never a class taken from data.
+        assert!(html.contains(&format!("<span class=\"badge neutral\">{EVIL_ESCAPED}</span>")));
+    }
+}
