@@ -79,6 +79,12 @@ def main():
             if outs[0][1] != expect:
                 sys.exit(f"answers differ for {q}:\n{outs[0][1]}\nvs\n{expect}")
             print(f"| `{q}` | {run:.3f} | {procs:.3f} | {query:.3f} | {query / run:.2f} | {query / procs:.2f} |")
+        metrics = subprocess.run(["curl", "-s", "http://127.0.0.1:7500/metrics"], capture_output=True, text=True).stdout
+        done = sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith('concord_sessions{state="done"}'))
+        control = sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("concord_control_bytes_sent_total{"))
+        if done:
+            print(f"\ncoordinator's control-channel bytes (requests, to both peers, heartbeats included): "
+                  f"{control:.0f} over {done:.0f} sessions = {control / done:.0f} B per session")
     finally:
         for p in nodes:
             p.terminate()

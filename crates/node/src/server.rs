@@ -610,7 +610,8 @@ async fn get_session(
         return Ok(Json(first));
     }
     while Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // A store read is a few microseconds; 10 ms keeps the long poll's added latency small.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let now = view()?;
         if now["state"] != first["state"] || now["progress"] != first["progress"] {
             return Ok(Json(now));

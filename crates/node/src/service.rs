@@ -816,14 +816,22 @@ impl Service {
             Ok(true) => {}
             _ => return, // cancelled meanwhile
         }
-        for p in plan.parties.iter().filter(|p| p.name != me) {
-            if let Err(e) = self.call(&p.name, &PeerRequest::Start { session: plan.id.clone() }).await {
-                let reason = format!("party {:?} could not be started: {}", p.name, e.message);
-                return self.finish(&plan, SessionState::Failed, &reason).await;
-            }
-        }
         if let Some(index) = plan.index_of(&me) {
             self.start_party(plan.clone(), index);
+        }
+        let mut starts = Vec::new();
+        for p in plan.parties.iter().filter(|p| p.name != me) {
+            let (svc, name, id) = (self.clone(), p.name.clone(), plan.id.clone());
+            starts.push(tokio::spawn(async move {
+                let r = svc.call(&name, &PeerRequest::Start { session: id }).await;
+                (name, r)
+            }));
+        }
+        for s in starts {
+            if let Ok((name, Err(e))) = s.await {
+                let reason = format!("party {name:?} could not be started: {}", e.message);
+                return self.finish(&plan, SessionState::Failed, &reason).await;
+            }
         }
     }
 
