@@ -226,7 +226,7 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     let mut ages: Vec<i64> = all.iter().map(|r| r.0).collect();
     ages.sort_unstable();
     let m = ages.len() / 2;
-    let median = if ages.len() % 2 == 0 { (ages[m - 1] + ages[m]) as f64 / 2.0 } else { ages[m] as f64 };
+    let median = if ages.len().is_multiple_of(2) { (ages[m - 1] + ages[m]) as f64 / 2.0 } else { ages[m] as f64 };
     assert_eq!(v["rows"][0][0].as_f64().unwrap(), median, "{out}");
     // Every node recorded the session as done.
     let id = sessions(&apis[1])[0]["id"].as_str().unwrap().to_owned();

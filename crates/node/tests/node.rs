@@ -355,6 +355,7 @@ fn dashboard_page_is_html_and_escapes_what_the_store_holds() {
         ed25519_public: "11".repeat(32),
         tls_fingerprint: "22".repeat(32),
         added_at: 1_700_000_000,
+        revoked_at: None,
     })
     .unwrap();
     s.record_event("test.evil", "<script>alert('x')</script>").unwrap();
