@@ -306,7 +306,8 @@ impl<T: Transport> Session<T> {
     pub async fn abort(&self, err: &EngineError) {
         // A peer's own abort need not be echoed back as ours.
         if !matches!(err, EngineError::Net(NetError::PeerAborted { .. })) {
-            self.net.abort(&format!("party {} aborted: {err}", self.me())).await;
+            // The receiving transport names us (`party i aborted the session: ...`).
+            self.net.abort(&err.to_string()).await;
         }
     }
 

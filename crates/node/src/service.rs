@@ -1076,9 +1076,13 @@ impl Service {
     }
 
     async fn party_failed(&self, plan: &SessionPlan, reason: &str) {
-        lock(&self.shared.cancels).remove(&plan.id);
         let changed = self.store().set_session_state(&plan.id, SessionState::Failed, Some(reason)).unwrap_or(false);
+        // Stop our computation (if it still runs) only after the coordinator
+        // has heard our reason, so that the others' view of our departure
+        // (a closed connection) does not overtake it.
+        let stop = lock(&self.shared.cancels).remove(&plan.id);
         if !changed {
+            drop(stop);
             return; // already ended (cancelled or failed by the coordinator)
         }
         tracing::warn!(session = %plan.id, reason, "our part of the session failed");
@@ -1094,6 +1098,9 @@ impl Service {
             if let Err(e) = self.call(&plan.coordinator, &req).await {
                 tracing::info!(error = %e, "could not report the failure to the coordinator");
             }
+        }
+        if let Some(tx) = stop {
+            let _ = tx.send(Some(reason.to_owned()));
         }
     }
 
