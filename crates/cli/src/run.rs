@@ -15,7 +15,7 @@ use concord_query::order::{MethodChoice, OrderPlan};
 use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan, Value};
 use rand_chacha::rand_core::SeedableRng;
 
-use concord_session::{order_revealed, SchemeChoice, SessionOptions, SessionSpec, ShareReport};
+use concord_session::{order_revealed, Answer, SchemeChoice, SessionOptions, SessionSpec, ShareReport};
 
 use crate::local::{loopback_parties, run_parties};
 
@@ -205,22 +205,7 @@ fn final_output(
     plan: &StatsPlan,
     fplan: &FinalPlan,
 ) -> RunOutput {
-    RunOutput {
-        table,
-        domain: Domain::M61,
-        scheme: Scheme::Shamir { t: 1 },
-        stats,
-        sample_received: Vec::new(),
-        seconds: start.elapsed().as_secs_f64(),
-        stats_per_party: plan.len(),
-        order: None,
-        order_stats: Vec::new(),
-        suppressed: 0,
-        check: None,
-        check_stats: Vec::new(),
-        order_revealed: order_revealed(None),
-        reveal_final: Some(concord_session::describe_final(fplan)),
-    }
+    RunOutput::from_answer(Answer::of_final(table, stats, plan.len(), fplan), start.elapsed().as_secs_f64())
 }
 
 /// `--reveal final` in this process: every party on its own thread.
@@ -280,57 +265,28 @@ pub fn parse_party(s: &str) -> Result<PartySpec> {
     Ok(PartySpec { name: name.to_string(), file: PathBuf::from(file) })
 }
 
-/// Everything a run produced.
+/// Everything a run produced: the analyst's answer with its costs
+/// (reachable directly through `Deref`), and what only an in-process run knows.
 pub struct RunOutput {
-    /// The answer, as the analyst reconstructs it.
-    pub table: ResultTable,
-    /// The arithmetic domain used.
-    pub domain: Domain,
-    /// The sharing scheme used.
-    pub scheme: Scheme,
-    /// Per party rounds and bytes.
-    pub stats: Vec<EngineStats>,
-    /// Party 1's share of party 0's first statistics (what a party receives).
+    /// The answer and what it cost.
+    pub answer: Answer,
+    /// Party 1's share of party 0's first statistics (what a party receives; in-process runs only).
     pub sample_received: Vec<u128>,
     /// Seconds from the start of the secure computation to the analyst's answer.
     pub seconds: f64,
-    /// Number of statistics each party contributed.
-    pub stats_per_party: usize,
-    /// The interactive phase's method and parameters, if it ran.
-    pub order: Option<String>,
-    /// Per party rounds and bytes of the interactive phase alone.
-    pub order_stats: Vec<EngineStats>,
-    /// Number of groups suppressed by the minimum group size.
-    pub suppressed: usize,
-    /// The input check's description and policy, if it ran.
-    pub check: Option<(String, InputCheck)>,
-    /// Per party rounds and bytes of the input check alone.
-    pub check_stats: Vec<EngineStats>,
-    /// With `--reveal final`: what was computed inside MPC and revealed.
-    pub reveal_final: Option<String>,
-    /// What the interactive phase opens to every computing party.
-    pub order_revealed: &'static str,
+}
+
+impl std::ops::Deref for RunOutput {
+    type Target = Answer;
+    fn deref(&self) -> &Answer {
+        &self.answer
+    }
 }
 
 impl RunOutput {
     /// The output of a session's answer that took `seconds`.
-    pub fn from_answer(a: concord_session::Answer, seconds: f64) -> RunOutput {
-        RunOutput {
-            table: a.table,
-            domain: a.domain,
-            scheme: a.scheme,
-            stats: a.stats,
-            sample_received: Vec::new(),
-            seconds,
-            stats_per_party: a.stats_per_party,
-            order: a.order,
-            order_stats: a.order_stats,
-            suppressed: a.suppressed,
-            check: a.check,
-            check_stats: a.check_stats,
-            reveal_final: a.reveal_final,
-            order_revealed: a.order_revealed,
-        }
+    pub fn from_answer(answer: Answer, seconds: f64) -> RunOutput {
+        RunOutput { answer, sample_received: Vec::new(), seconds }
     }
 }
 
@@ -548,20 +504,22 @@ pub fn execute_with(
     let table =
         concord_query::finalize_with(query, schema, plan, &totals, results.as_ref()).map_err(|e| anyhow!("{e}"))?;
     Ok(RunOutput {
-        table,
-        domain,
-        scheme,
-        stats: outcomes.iter().map(|o| o.stats).collect(),
+        answer: Answer {
+            table,
+            domain,
+            scheme,
+            stats: outcomes.iter().map(|o| o.stats).collect(),
+            stats_per_party,
+            order: order.map(|o| o.describe(schema)),
+            order_revealed: order_revealed(order),
+            order_stats: outcomes.iter().filter_map(|o| o.order_stats).collect(),
+            suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
+            check: check.map(|(c, p)| (c.describe(p, n), p)),
+            check_stats: outcomes.iter().filter_map(|o| o.check_stats).collect(),
+            reveal_final: None,
+        },
         sample_received: outcomes.get(1).map(|o| o.sample_of_received.clone()).unwrap_or_default(),
         seconds: start.elapsed().as_secs_f64(),
-        stats_per_party,
-        order: order.map(|o| o.describe(schema)),
-        order_revealed: order_revealed(order),
-        order_stats: outcomes.iter().filter_map(|o| o.order_stats).collect(),
-        suppressed: results.map(|r| r.suppressed.iter().filter(|s| **s).count()).unwrap_or(0),
-        check: check.map(|(c, p)| (c.describe(p, n), p)),
-        check_stats: outcomes.iter().filter_map(|o| o.check_stats).collect(),
-        reveal_final: None,
     })
 }
 

@@ -456,6 +456,27 @@ pub struct Answer {
     pub reveal_final: Option<String>,
 }
 
+impl Answer {
+    /// The answer of a `reveal_final` computation (three-party replicated
+    /// sharing, nothing but the final values revealed).
+    pub fn of_final(table: ResultTable, stats: Vec<EngineStats>, stats_per_party: usize, fplan: &FinalPlan) -> Answer {
+        Answer {
+            table,
+            domain: Domain::M61,
+            scheme: Scheme::Shamir { t: 1 },
+            stats,
+            stats_per_party,
+            order: None,
+            order_revealed: order_revealed(None),
+            order_stats: Vec::new(),
+            suppressed: 0,
+            check: None,
+            check_stats: Vec::new(),
+            reveal_final: Some(describe_final(fplan)),
+        }
+    }
+}
+
 /// What the interactive phase of `order` opens to every computing party.
 pub fn order_revealed(order: Option<&OrderPlan>) -> &'static str {
     match order.map(|o| o.method) {
@@ -585,20 +606,7 @@ impl Prepared {
             let comps: Vec<Vec<u64>> = shares.iter().map(|s| s.expose().iter().map(|v| *v as u64).collect()).collect();
             let refs: Vec<&[u64]> = comps.iter().map(|c| c.as_slice()).collect();
             let table = final_stats::finalize_final(&self.query, &self.schema, &self.plan, fplan, &refs)?;
-            return Ok(Answer {
-                table,
-                domain: Domain::M61,
-                scheme: self.scheme,
-                stats: per_party,
-                stats_per_party: self.plan.len(),
-                order: None,
-                order_revealed: order_revealed(None),
-                order_stats: Vec::new(),
-                suppressed: 0,
-                check: None,
-                check_stats: Vec::new(),
-                reveal_final: Some(describe_final(fplan)),
-            });
+            return Ok(Answer::of_final(table, per_party, self.plan.len(), fplan));
         }
         let refs: Vec<_> = shares.iter().collect();
         let totals = concord_analytics::reconstruct(&refs)?;
