@@ -6,25 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{concord, fails, free_port, ok, TempDir};
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as J;
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Keep the nodes' logs for the failure report.
-            eprintln!("node directories and logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 struct Node {
     child: Child,
@@ -38,42 +29,10 @@ impl Drop for Node {
     }
 }
 
-fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(args)
-        .env_remove("CONCORD_DIR")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// One API request; status and JSON body (`null` if not JSON).
 fn http(api: &str, method: &str, path: &str, body: &str) -> (u16, J) {
-    let mut stream = TcpStream::connect(api).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap_or(J::Null))
+    let (status, body) = common::http(api, method, path, body);
+    (status, serde_json::from_str(&body).unwrap_or(J::Null))
 }
 
 fn start(dir: &str, api: &str, env: &[(&str, &str)]) -> Node {
@@ -146,7 +105,7 @@ fn query(api: &str, sql: &str, parties: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
-    let root = Dir(std::env::temp_dir().join(format!("concord-cluster-{}", std::process::id())));
+    let root = TempDir(std::env::temp_dir().join(format!("concord-cluster-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&root.0);
     std::fs::create_dir_all(&root.0).unwrap();
     std::fs::write(root.0.join("schema.toml"), SCHEMA).unwrap();

@@ -7,31 +7,19 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{Killed, TempDir};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value as J;
 
 const ENTRYPOINT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docker/entrypoint.sh");
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docker/data");
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Node(Child);
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `sh docker/entrypoint.sh` with only `vars` (and a PATH finding this build's `concord`).
 fn entrypoint(vars: &[(&str, &str)]) -> Command {
@@ -45,10 +33,10 @@ fn entrypoint(vars: &[(&str, &str)]) -> Command {
 }
 
 /// Start the entrypoint; the lines it printed before the node listened, and the address.
-fn start(vars: &[(&str, &str)]) -> (Node, Vec<String>, SocketAddr) {
+fn start(vars: &[(&str, &str)]) -> (Killed, Vec<String>, SocketAddr) {
     let mut child = entrypoint(vars).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let node = Node(child);
+    let node = Killed(child);
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
@@ -79,7 +67,7 @@ fn fails(out: &Output, code: i32) -> String {
 
 #[test]
 fn entrypoint_initialises_registers_and_restarts() {
-    let root = Dir(std::env::temp_dir().join(format!("concord-cli-entrypoint-{}", std::process::id())));
+    let root = TempDir(std::env::temp_dir().join(format!("concord-cli-entrypoint-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&root.0);
     std::fs::create_dir_all(&root.0).unwrap();
     let node_dir = root.0.join("a");

@@ -4,57 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{concord, fails, get, ok, Killed, TempDir};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value as J;
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Node(Child);
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(args)
-        .env_remove("CONCORD_DIR")
-        .env_remove("CONCORD_INVITE_API")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
-}
 
 fn public(dir: &str) -> J {
     serde_json::from_str(&std::fs::read_to_string(format!("{dir}/identity/public.json")).unwrap()).unwrap()
@@ -66,7 +24,7 @@ fn invite(dir: &str, addr: SocketAddr, ttl: &str) -> String {
 
 #[test]
 fn pair_two_nodes_by_invitation() {
-    let root = Dir(std::env::temp_dir().join(format!("concord-cli-peer-{}", std::process::id())));
+    let root = TempDir(std::env::temp_dir().join(format!("concord-cli-peer-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&root.0);
     std::fs::create_dir_all(&root.0).unwrap();
     let a_path = root.0.join("a");
@@ -107,7 +65,7 @@ fn pair_two_nodes_by_invitation() {
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let _node = Node(child);
+    let _node = Killed(child);
     let addr: SocketAddr = line.trim().strip_prefix("listening on http://").expect(&line).parse().unwrap();
 
     // Pairing: both sides pin each other's keys.
