@@ -369,6 +369,11 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     assert!(metrics.contains("concord_sessions{state=\"failed\"} 2"), "{metrics}");
     assert!(metrics.contains("concord_sessions{state=\"cancelled\"} 1"), "{metrics}");
     assert!(metrics.contains("concord_heartbeat_misses_total{peer=\"hospital-c\"}"), "{metrics}");
+    let sent_to_b = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("concord_mpc_peer_bytes_sent_total{peer=\"hospital-b\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(sent_to_b.is_some_and(|n| n > 0), "{metrics}");
 
     // A revoked peer can no longer take part.
     ok(&concord(&["peer", "remove", "hospital-c", "--dir", &dirs[0]]));

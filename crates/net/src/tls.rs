@@ -542,6 +542,21 @@ struct Counters {
     wire_sent: AtomicU64,
     wire_received: AtomicU64,
     messages_sent: AtomicU64,
+    /// Payload bytes handed to `send`, per destination party.
+    payload_sent_to: Vec<AtomicU64>,
+}
+
+/// A live view of a [`TlsTransport`]'s payload bytes sent per peer, which
+/// stays readable after the transport was moved into a protocol (for
+/// per-peer metrics).
+#[derive(Clone, Debug)]
+pub struct PeerTraffic(Arc<Counters>);
+
+impl PeerTraffic {
+    /// Payload bytes sent so far to each party (index = party id; 0 for ourselves).
+    pub fn payload_sent(&self) -> Vec<u64> {
+        self.0.payload_sent_to.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -1313,8 +1328,9 @@ impl TlsTransport {
         let routed = matches!(inbound, Inbound::Routed(_));
         let provider = crypto_provider();
         let key = cfg.identity.certified_key()?;
-        let counters = Arc::new(Counters::default());
         let n = cfg.peers.len();
+        let counters =
+            Arc::new(Counters { payload_sent_to: (0..n).map(|_| AtomicU64::new(0)).collect(), ..Counters::default() });
         let me = cfg.me;
         let ctx = Arc::new(SetupCtx {
             me,
@@ -1434,6 +1450,11 @@ impl TlsTransport {
         })
     }
 
+    /// A handle on the bytes sent per peer, readable after the transport is moved or dropped.
+    pub fn traffic(&self) -> PeerTraffic {
+        PeerTraffic(self.counters.clone())
+    }
+
     fn global_abort(&self) -> Option<NetError> {
         let a = self.aborted.borrow().clone();
         a.map(|(peer, reason)| NetError::PeerAborted { peer, reason })
@@ -1461,6 +1482,9 @@ impl Transport for TlsTransport {
         }
         add(&self.counters.payload_sent, len);
         add(&self.counters.messages_sent, 1);
+        if let Some(c) = self.counters.payload_sent_to.get(to) {
+            add(c, len);
+        }
         Ok(())
     }
 

@@ -134,6 +134,14 @@ async fn three_parties_exchange_in_order_and_count_bytes() {
             assert_eq!(s.payload_bytes_sent, per_party_sent(i) + extra_sent, "party {i}");
             assert_eq!(s.payload_bytes_received, per_party_recv(i) + extra_recv, "party {i}");
             assert_eq!(s.messages_sent, (2 * K) as u64 + u64::from(i == 2), "party {i}");
+            // The same bytes, per destination.
+            let to: Vec<u64> = (0..3)
+                .map(|j| {
+                    let own = if j == i { 0 } else { (0..K).map(|k| msg(i, j, k).len() as u64).sum::<u64>() };
+                    own + if (i, j) == (2, 0) { big.len() as u64 } else { 0 }
+                })
+                .collect();
+            assert_eq!(t.traffic().payload_sent(), to, "party {i}");
             // Framing (28 bytes per frame) and TLS records come on top.
             let frames = (2 * K) as u64 + if i == 2 { 20 } else { 0 };
             assert!(s.wire_bytes_sent >= s.payload_bytes_sent + 28 * frames, "party {i}: {s:?}");

@@ -460,6 +460,16 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         );
         let _ = writeln!(
             out,
+            "# HELP concord_mpc_peer_bytes_sent_total Protocol payload bytes this node sent in sessions, per peer.\n\
+             # TYPE concord_mpc_peer_bytes_sent_total counter"
+        );
+        if let Ok(per) = m.mpc_bytes_sent_to.lock() {
+            for (peer, n) in per.iter() {
+                let _ = writeln!(out, "concord_mpc_peer_bytes_sent_total{{peer=\"{}\"}} {n}", peer.replace('"', ""));
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP concord_control_bytes_sent_total Control-channel bytes sent, per peer.\n\
              # TYPE concord_control_bytes_sent_total counter"
         );

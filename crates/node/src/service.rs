@@ -316,6 +316,8 @@ pub struct Metrics {
     pub mpc_bytes_sent: AtomicU64,
     /// Control bytes sent, per peer.
     pub control_bytes_sent: Mutex<BTreeMap<String, u64>>,
+    /// Protocol payload bytes sent in sessions, per peer.
+    pub mpc_bytes_sent_to: Mutex<BTreeMap<String, u64>>,
     /// Sum of per-round latencies (session compute seconds / rounds), microseconds.
     pub round_latency_us_sum: AtomicU64,
     /// Sessions counted in `round_latency_us_sum`.
@@ -1133,8 +1135,10 @@ impl Service {
         cfg.connect_timeout = self.shared.timing.connect_timeout;
         cfg.recv_timeout = self.shared.timing.recv_timeout;
         let started = Instant::now();
+        let traffic: Mutex<Option<concord_net::tls::PeerTraffic>> = Mutex::new(None);
         let run = async {
             let net = TlsTransport::establish_routed(cfg, inbound).await.map_err(|e| e.to_string())?;
+            *traffic.lock().unwrap_or_else(|e| e.into_inner()) = Some(net.traffic());
             let _ = self.report(plan, progress("connected")).await;
             if self.shared.slow_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(self.shared.slow_ms)).await;
@@ -1144,13 +1148,23 @@ impl Service {
             let report = prepared.run_party(net, &local, &mut rng).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(report)
         };
-        let report = tokio::select! {
-            r = run => r.map_err(|e| name_parties(&e, plan))?,
+        let outcome = tokio::select! {
+            r = run => r.map_err(|e| name_parties(&e, plan)),
             _ = cancel.changed() => {
                 let why = cancel.borrow().clone().unwrap_or_default();
-                return Err(format!("stopped: {why}"));
+                Err(format!("stopped: {why}"))
             }
         };
+        // Bytes sent per peer, whatever the outcome.
+        if let Some(t) = lock(&traffic).take() {
+            let mut per = lock(&self.shared.metrics.mpc_bytes_sent_to);
+            for (p, n) in plan.parties.iter().zip(t.payload_sent()) {
+                if p.name != self.name() {
+                    *per.entry(p.name.clone()).or_insert(0) += n;
+                }
+            }
+        }
+        let report = outcome?;
         let secs = started.elapsed().as_secs_f64();
         let m = &self.shared.metrics;
         m.mpc_bytes_sent.fetch_add(report.bytes_sent, Ordering::Relaxed);
