@@ -380,5 +380,7 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     let err = fails(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &[]));
     assert!(err.contains("revoked_peer") && err.contains("hospital-c"), "{err}");
     assert!(ok(&concord(&["peer", "list", "--dir", &dirs[0]])).contains("revoked"));
+    // The running node enforces it: hospital-a now refuses hospital-c's connections.
+    wait_until("hospital-a refusing hospital-c", 30, || health(&apis[2], names[0]) != "up");
     drop(nodes);
 }
