@@ -59,6 +59,9 @@ use crate::identity::NodeIdentity;
 use crate::store::{DatasetStatus, PeerRecord, SessionRecord, SessionState, Store};
 use crate::{hex, unhex, unix_now, NodeError};
 
+/// How long a session proposed to this node may stay pending before it fails.
+pub const PENDING_LIMIT_SECS: i64 = 120;
+
 /// One party of a session plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -627,9 +630,31 @@ impl Service {
                     self.missed(&name);
                 }
             }
+            self.expire_stale_sessions(unix_now());
             tokio::select! {
                 () = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// A session proposed to us that its coordinator never started (it
+    /// crashed, or lost us) would stay pending forever: fail it after
+    /// [`PENDING_LIMIT_SECS`].
+    fn expire_stale_sessions(&self, now: i64) {
+        let stale: Vec<String> = self
+            .store()
+            .list_sessions(200)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.state == SessionState::Pending && s.coordinator != self.name())
+            .filter(|s| now - s.created_at > PENDING_LIMIT_SECS)
+            .map(|s| s.id)
+            .collect();
+        for id in stale {
+            let reason = format!("the coordinator did not start the session within {PENDING_LIMIT_SECS} s");
+            if let Ok(true) = self.store().set_session_state(&id, SessionState::Failed, Some(&reason)) {
+                tracing::warn!(session = %id, "{reason}");
             }
         }
     }
@@ -1213,6 +1238,32 @@ mod tests {
         let other = NodeIdentity::generate("b").unwrap();
         assert!(!a.verify(&other.public().ed25519_public));
         assert!(!Announcement { signature: "zz".into(), ..a }.verify(&key));
+    }
+
+    #[tokio::test]
+    async fn proposed_sessions_never_started_expire() {
+        let store = Arc::new(Mutex::new(Store::open_in_memory().unwrap()));
+        lock(&store).create_session("theirs", "b", "{}", "q").unwrap();
+        lock(&store).create_session("ours", "a", "{}", "q").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = PeerPort::start(listener).unwrap();
+        let secs = Duration::from_secs(1);
+        let timing = Timing {
+            heartbeat_period: secs,
+            heartbeat_timeout: secs,
+            rpc_timeout: secs,
+            connect_timeout: secs,
+            recv_timeout: secs,
+        };
+        let svc = Service::new(NodeIdentity::generate("a").unwrap(), "127.0.0.1:1".into(), store.clone(), port, timing);
+        svc.expire_stale_sessions(unix_now());
+        assert_eq!(lock(&store).session("theirs").unwrap().state, SessionState::Pending, "not yet");
+        svc.expire_stale_sessions(unix_now() + PENDING_LIMIT_SECS + 1);
+        let theirs = lock(&store).session("theirs").unwrap();
+        assert_eq!(theirs.state, SessionState::Failed);
+        assert!(theirs.reason.unwrap().contains("did not start"));
+        // A session we coordinate is ours to end, not the watchdog's.
+        assert_eq!(lock(&store).session("ours").unwrap().state, SessionState::Pending);
     }
 
     #[test]
