@@ -213,6 +213,11 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     assert_eq!((status, v["error"]["code"].as_str()), (404, Some("unknown_session")), "{v}");
     let after: Vec<usize> = apis.iter().map(|a| sessions(a).len()).collect();
     assert_eq!(before, after, "a refused request created a session");
+    // The coordinator's log has each refusal with its code.
+    let log = std::fs::read_to_string(format!("{}.log", dirs[0])).unwrap();
+    for code in ["unknown_dataset", "schema_mismatch", "unknown_peer", "invalid_query", "bad_request", "unknown_session"] {
+        assert!(log.contains("API request refused") && log.contains(code), "{code} is not in the log:\n{log}");
+    }
 
     // A node killed during a session: a clean abort, with the reason, everywhere else.
     drop(nodes[2].take());

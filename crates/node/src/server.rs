@@ -165,16 +165,19 @@ impl From<NodeError> for ApiError {
             NodeError::DuplicatePeer(_) => {
                 ApiError { status: StatusCode::CONFLICT, code: "peer_exists", message: e.to_string() }
             }
-            other => {
-                tracing::error!(error = %other, "API request failed");
-                ApiError::internal(other.to_string())
-            }
+            other => ApiError::internal(other.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Every refusal reaches the log with the code and message the client sees.
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "API request failed");
+        } else {
+            tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "API request refused");
+        }
         (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
     }
 }
