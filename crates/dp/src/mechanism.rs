@@ -148,21 +148,30 @@ impl Mechanism {
     }
 
     /// Discrete Laplace for `epsilon`-DP on a query of L1 sensitivity `sensitivity`:
-    /// scale = sensitivity / epsilon, rounded up to the next `f64` so the privacy
-    /// is never less than asked for.
+    /// scale = sensitivity / epsilon, rounded up to the next `f64` when the division
+    /// is inexact (the sign of the fused `scale * epsilon - sensitivity` is exact), so
+    /// the privacy is never less than asked for and exact scales stay short rationals.
     pub fn laplace_for(epsilon: f64, sensitivity: f64) -> Result<Self, DpError> {
         check_positive("epsilon", epsilon)?;
         check_positive("sensitivity", sensitivity)?;
-        Self::discrete_laplace(next_up(sensitivity / epsilon))
+        let scale = sensitivity / epsilon;
+        let scale = if scale.mul_add(epsilon, -sensitivity) < 0.0 { next_up(scale) } else { scale };
+        Self::discrete_laplace(scale)
     }
 
     /// Discrete Gaussian for `rho`-zCDP on a query of L2 sensitivity `sensitivity`
     /// (CKS20, Theorem 4): sigma^2 = sensitivity^2 / (2 rho), with sigma rounded up
-    /// (two ulps, covering the rounding of the division and the square root).
+    /// by three ulps (covering the rounding of the square root and the division) unless
+    /// both were exact (checked with fused multiply-adds), so the privacy is never less
+    /// than asked for.
     pub fn gaussian_for_rho(rho: f64, sensitivity: f64) -> Result<Self, DpError> {
         check_positive("rho", rho)?;
         check_positive("sensitivity", sensitivity)?;
-        Self::discrete_gaussian(next_up(next_up(sensitivity / (2.0 * rho).sqrt())))
+        let two_rho = 2.0 * rho;
+        let root = two_rho.sqrt();
+        let sigma = sensitivity / root;
+        let exact = root.mul_add(root, -two_rho) == 0.0 && sigma.mul_add(root, -sensitivity) == 0.0;
+        Self::discrete_gaussian(if exact { sigma } else { next_up(next_up(next_up(sigma))) })
     }
 
     /// The parameter (`scale` or `sigma`).
@@ -335,6 +344,16 @@ mod tests {
             let var: f64 = (-l..=l).map(|k| (k * k) as f64 * m.pmf(k)).sum();
             assert!((var - m.variance()).abs() < 1e-7 * var.max(1.0), "{m:?}: {var} vs {}", m.variance());
         }
+    }
+
+    #[test]
+    fn calibration_rounds_up_only_when_inexact() {
+        assert_eq!(Mechanism::laplace_for(0.75, 120.0).unwrap().parameter(), 160.0);
+        assert_eq!(Mechanism::gaussian_for_rho(0.5, 120.0).unwrap().parameter(), 120.0);
+        let l = Mechanism::laplace_for(0.3, 1.0).unwrap().parameter();
+        assert!(l * 0.3 >= 1.0 && l > 1.0 / 0.3 - 1e-12);
+        let g = Mechanism::gaussian_for_rho(0.1, 3.0).unwrap().parameter();
+        assert!(crate::rho_of_gaussian(3.0, g * g) <= 0.1);
     }
 
     #[test]
