@@ -48,6 +48,10 @@ pub enum Workload {
     Div,
     /// Fixed-point square root (16 fractional bits) of party 0's values.
     Sqrt,
+    /// Accuracy of the differentially private AVG (distributed discrete Laplace noise) against
+    /// epsilon and the number of parties: average and worst-case accuracy, table and PNG plot
+    /// (`--epsilons`, `--party-counts`, `--rows`, `--runs`, `--out`).
+    Dp,
 }
 
 impl Workload {
@@ -148,6 +152,9 @@ pub struct BenchArgs {
     /// Fault injection for tests: this party's process exits abruptly after connecting.
     #[arg(long, hide = true)]
     pub crash_party: Option<usize>,
+    /// Options of the `dp` workload.
+    #[command(flatten)]
+    pub dp: crate::bench_dp::DpArgs,
 }
 
 impl BenchArgs {
@@ -506,6 +513,8 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             e.open(&acc).await?
         }
         Workload::Open => e.open(&sx).await?,
+        // Not an MPC workload: `run` handles it before any party starts.
+        Workload::Dp => Vec::new(),
     };
     let online_seconds = t1.elapsed().as_secs_f64();
     let after = e.stats();
@@ -526,7 +535,7 @@ async fn rep3<T: Transport>(net: T, args: &BenchArgs, t0: Instant) -> Result<Par
             let mid = if len % 2 == 1 { s[len / 2] } else { s[len / 2 - 1] + s[len / 2] };
             vec![mid as u64]
         }
-        Workload::Div | Workload::Sqrt => Vec::new(),
+        Workload::Div | Workload::Sqrt | Workload::Dp => Vec::new(),
         Workload::Mul => pairs.map(|(a, b)| (*a as u64).wrapping_mul(*b as u64)).collect(),
         Workload::InnerProduct => {
             vec![pairs.fold(0u64, |acc, (a, b)| acc.wrapping_add((*a as u64).wrapping_mul(*b as u64)))]
@@ -603,6 +612,9 @@ fn spinner(msg: &str) -> ProgressBar {
 
 /// `concord bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.workload == Workload::Dp {
+        return crate::bench_dp::run(&args.dp, args.seed, args.json);
+    }
     args.validate()?;
     let pb = spinner(&format!(
         "{:?}: {} elements, {} parties over {:?}",

@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod bench_dp;
 mod demo;
 mod local;
 mod node;
+mod plot;
 mod procs;
 mod query;
 mod run;

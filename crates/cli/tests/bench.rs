@@ -159,3 +159,38 @@ fn comparison_workloads_on_the_replicated_engine_over_tls() {
         assert_eq!(v["correct"], true, "{w}");
     }
 }
+
+#[test]
+fn bench_dp_writes_table_and_plot() {
+    let out = std::env::temp_dir().join(format!("concord-bench-dp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["bench", "dp", "--runs", "30", "--rows", "3000", "--epsilons", "0.5,1", "--party-counts", "3"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let (avg, worst) = (r["average_accuracy"].as_f64().unwrap(), r["worst_case_accuracy"].as_f64().unwrap());
+        // Eq. (10) is a minimum over inputs that include eq. (9)'s.
+        assert!(worst <= avg && avg <= 1.0 && worst >= 0.0, "{r}");
+        // 3,000 values in [0, 120] at epsilon >= 0.5: the mean is within a fraction of a percent.
+        assert!(avg > 0.99, "{r}");
+        assert_eq!(r["worst_case_input"], "low", "relative error is largest where the mean is smallest: {r}");
+    }
+    let csv = std::fs::read_to_string(out.join("dp.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let png = std::fs::read(out.join("dp.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 100_000, "{} bytes", png.len());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["bench", "dp", "--epsilons", "0,1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--epsilons"));
+    let _ = std::fs::remove_dir_all(&out);
+}

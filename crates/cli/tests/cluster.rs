@@ -215,7 +215,9 @@ fn three_nodes_pair_query_survive_a_crash_and_refuse_bad_input() {
     assert_eq!(before, after, "a refused request created a session");
     // The coordinator's log has each refusal with its code.
     let log = std::fs::read_to_string(format!("{}.log", dirs[0])).unwrap();
-    for code in ["unknown_dataset", "schema_mismatch", "unknown_peer", "invalid_query", "bad_request", "unknown_session"] {
+    for code in
+        ["unknown_dataset", "schema_mismatch", "unknown_peer", "invalid_query", "bad_request", "unknown_session"]
+    {
         assert!(log.contains("API request refused") && log.contains(code), "{code} is not in the log:\n{log}");
     }
 
