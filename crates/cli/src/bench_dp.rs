@@ -50,15 +50,18 @@ pub struct DpArgs {
 const LO: i64 = 0;
 const HI: i64 = 120;
 
-/// The inputs over which the worst case is taken: name and value of row `i`.
-const INPUTS: [(&str, fn(u64) -> i64); 4] = [
+/// A column generator: a row's value from 44 random bits.
+type Generator = fn(u64) -> i64;
+
+/// The inputs over which the worst case is taken: name and generator.
+const INPUTS: [(&str, Generator); 4] = [
     ("uniform", |r| (r % 121) as i64),
     ("centred", |r| ((r % 31) + ((r >> 8) % 31) + ((r >> 16) % 31) + ((r >> 24) % 31)) as i64),
     ("low", |r| (r % 7) as i64),
     ("high", |r| 120 - (r % 7) as i64),
 ];
 
-fn column(rows: usize, f: fn(u64) -> i64) -> Vec<i64> {
+fn column(rows: usize, f: Generator) -> Vec<i64> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..rows)
         .map(|_| {
