@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,27 +20,10 @@ use tokio::sync::mpsc;
 
 const SID_A: [u8; 16] = *b"routed-session-A";
 const SID_B: [u8; 16] = *b"routed-session-B";
-const TEST_LIMIT: Duration = Duration::from_secs(60);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Run a test body with an overall time limit.
-async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f).await.expect("test exceeded its time limit");
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+mod common;
+use common::{bounded, bytes};
 
 async fn port() -> PeerPort {
     port_with(PeerPortConfig::default()).await
