@@ -784,7 +784,8 @@ impl Service {
         let first = schemas.first().cloned().unwrap_or_default();
         for (p, s) in parties.iter().zip(&schemas).skip(1) {
             if s.trim() != first.trim() {
-                let (a, b) = (&parties[0].name, &p.name);
+                let a = parties.first().map_or("?", |p| p.name.as_str());
+                let b = &p.name;
                 return Err(err(
                     "schema_mismatch",
                     format!(
@@ -1143,8 +1144,8 @@ impl Service {
         let file = self.store().get_dataset(&plan.dataset).map_err(|e| e.to_string())?.file_path;
         let local = prepared.local_input(index, &file).map_err(|e| e.to_string())?;
         let _ = self.report(plan, progress("connecting")).await;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&unhex(&plan.id).ok_or("bad session id")?[..16]);
+        let id: [u8; 16] =
+            unhex(&plan.id).and_then(|b| b.try_into().ok()).ok_or("the session id is not 16 hex bytes")?;
         let mut peers = Vec::with_capacity(plan.parties.len());
         for p in &plan.parties {
             let addr: SocketAddr = tokio::net::lookup_host(&p.address)
