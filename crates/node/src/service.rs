@@ -401,8 +401,12 @@ impl Service {
         port: PeerPort,
         timing: Timing,
     ) -> Service {
-        // Test hook: slow every computation down (to kill a node mid-session in tests).
+        // Test hook: hold every session this node takes part in for that long
+        // once connected (so tests can kill or stop a node mid-session).
         let slow_ms = std::env::var("CONCORD_TEST_SESSION_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if slow_ms > 0 {
+            tracing::warn!(slow_ms, "CONCORD_TEST_SESSION_DELAY_MS is set: every session is held up (a test hook)");
+        }
         Service {
             shared: Arc::new(Shared {
                 identity,
