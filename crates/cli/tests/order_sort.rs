@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,19 +32,8 @@ struct Row {
     g: usize,
 }
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(tag: &str) -> Dir {
-    let mut r = [0u8; 8];
-    ChaCha12Rng::from_os_rng().fill_bytes(&mut r);
-    let p = std::env::temp_dir().join(format!("concord-sort-test-{tag}-{}-{:x?}", std::process::id(), r));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+fn tempdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("sort-test-{tag}"))
 }
 
 fn gen(seed: u64, rows: usize) -> Vec<Row> {

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -53,19 +56,8 @@ struct Row {
     h: usize,
 }
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(tag: &str) -> Dir {
-    let mut r = [0u8; 8];
-    ChaCha12Rng::from_os_rng().fill_bytes(&mut r);
-    let p = std::env::temp_dir().join(format!("concord-run-test-{tag}-{}-{:x?}", std::process::id(), r));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
+fn tempdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("run-test-{tag}"))
 }
 
 fn gen(seed: u64, rows: usize) -> Vec<Row> {
@@ -104,7 +96,7 @@ fn concord(args: &[String]) -> (bool, String, String) {
 }
 
 /// Set up `parties` CSV files and the schema; returns (dir guard, base args).
-fn setup(parties: usize, seed: u64, rows: usize) -> (Dir, Vec<String>, Vec<Row>) {
+fn setup(parties: usize, seed: u64, rows: usize) -> (TempDir, Vec<String>, Vec<Row>) {
     let dir = tempdir(&format!("{parties}-{seed}"));
     let schema = dir.0.join("schema.toml");
     std::fs::write(&schema, SCHEMA).unwrap();

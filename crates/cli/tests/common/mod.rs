@@ -15,9 +15,12 @@ use std::time::Duration;
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    /// `$TMPDIR/concord-{tag}-{pid}`, emptied first.
+    /// `$TMPDIR/concord-{tag}-{pid}-{n}` (`n` counts the directories this
+    /// process made, so parallel tests never share one), emptied first.
     pub fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("concord-{tag}-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("concord-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
