@@ -367,8 +367,8 @@ pub struct LocalInput {
 /// What one party sends the analyst at the end of a session.
 ///
 /// `values` are the party's **secret** share of the result; the rest is
-/// public (opened to every computing party anyway).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// public (opened to every computing party anyway). `Debug` redacts the share.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShareReport {
     /// The party's index.
@@ -387,6 +387,20 @@ pub struct ShareReport {
     /// Rounds and bytes sent of the input check, if it ran.
     #[serde(default)]
     pub check: Option<(u64, u64)>,
+}
+
+impl std::fmt::Debug for ShareReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShareReport")
+            .field("party", &self.party)
+            .field("values", &format_args!("<{} redacted>", self.values.len()))
+            .field("rounds", &self.rounds)
+            .field("bytes_sent", &self.bytes_sent)
+            .field("bytes_received", &self.bytes_received)
+            .field("order", &self.order)
+            .field("check", &self.check)
+            .finish()
+    }
 }
 
 /// [`OrderResults`] as a party reports them (public values).
@@ -582,7 +596,9 @@ impl Prepared {
             let values = r
                 .values
                 .iter()
-                .map(|v| v.parse::<u128>().map_err(|_| bad(format!("bad share value {v:?}"))))
+                .enumerate()
+                // The value itself is not echoed: it is (meant to be) a secret share.
+                .map(|(k, v)| v.parse::<u128>().map_err(|_| bad(format!("share value {k} is not a decimal number"))))
                 .collect::<Result<Vec<u128>, _>>()?;
             if self.order.is_some() != r.order.is_some() {
                 return Err(bad("it did not report the public results of the interactive phase as planned".into()));
@@ -630,5 +646,25 @@ impl Prepared {
             check_stats,
             reveal_final: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_report_debug_redacts_the_share() {
+        let r = ShareReport {
+            party: 1,
+            values: vec!["123456789".into()],
+            rounds: 3,
+            bytes_sent: 10,
+            bytes_received: 10,
+            order: None,
+            check: None,
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("123456789") && shown.contains("redacted"), "{shown}");
     }
 }
