@@ -211,3 +211,20 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// Decode lower- or upper-case hexadecimal (surrounding white space
+/// ignored); `None` if malformed.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    let pairs = text.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 2);
+    for pair in pairs {
+        let hi = char::from(*pair.first()?).to_digit(16)?;
+        let lo = char::from(*pair.get(1)?).to_digit(16)?;
+        out.push(u8::try_from(hi * 16 + lo).ok()?);
+    }
+    Some(out)
+}

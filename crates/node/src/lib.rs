@@ -46,31 +46,7 @@ pub use store::{
 /// Name of the configuration file inside a node directory.
 pub const CONFIG_FILE: &str = "concord.toml";
 
-/// Lower-case hexadecimal encoding.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Decode lower- or upper-case hexadecimal; `None` if malformed.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    let pairs = text.as_bytes().chunks_exact(2);
-    if !pairs.remainder().is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 2);
-    for pair in pairs {
-        let hi = char::from(*pair.first()?).to_digit(16)?;
-        let lo = char::from(*pair.get(1)?).to_digit(16)?;
-        out.push(u8::try_from(hi * 16 + lo).ok()?);
-    }
-    Some(out)
-}
+pub use concord_net::{hex, unhex};
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_now() -> i64 {

@@ -62,7 +62,7 @@ impl AnalystKey {
     pub fn open(&self, session: &str, party: usize, envelope: &Envelope) -> Result<Vec<u8>, SessionError> {
         let fail = |reason: &str| SessionError::Seal { party, reason: reason.to_owned() };
         let ephemeral = decode32(&envelope.ephemeral).ok_or_else(|| fail("the ephemeral key is not 32 hex bytes"))?;
-        let mut ciphertext = decode(&envelope.ciphertext).ok_or_else(|| fail("the ciphertext is not hex"))?;
+        let mut ciphertext = unhex(&envelope.ciphertext).ok_or_else(|| fail("the ciphertext is not hex"))?;
         let shared = MontgomeryPoint(ephemeral).mul_clamped(self.0).to_bytes();
         if shared == [0u8; 32] {
             return Err(fail("the ephemeral key is a low-order point"));
@@ -136,22 +136,11 @@ fn derive(
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    concord_net::hex(bytes)
-}
-
-/// Decode hex; `None` if malformed.
-pub fn decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok())).collect()
-}
+pub use concord_net::{hex, unhex};
 
 /// Decode exactly 32 hex bytes.
 pub fn decode32(text: &str) -> Option<[u8; 32]> {
-    decode(text)?.try_into().ok()
+    unhex(text)?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -183,7 +172,7 @@ mod tests {
         assert!(key.open("s2", 2, &env).is_err());
         // A flipped ciphertext bit.
         let mut bad = env.clone();
-        let mut bytes = decode(&bad.ciphertext).unwrap();
+        let mut bytes = unhex(&bad.ciphertext).unwrap();
         bytes[0] ^= 1;
         bad.ciphertext = hex(&bytes);
         assert!(matches!(key.open("s1", 2, &bad), Err(SessionError::Seal { party: 2, .. })));
