@@ -473,7 +473,7 @@ pub fn node(args: NodeArgs) -> Result<()> {
             recv_timeout: Duration::from_secs(60),
         };
         let store = Arc::new(Mutex::new(store));
-        let service = Service::new(identity, advertise, store.clone(), port.clone(), timing);
+        let service = Service::new(identity, advertise, store.clone(), port.clone(), timing, config.privacy.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         service.spawn(stop_rx);
         let state = AppState::with_service(env!("CARGO_PKG_VERSION"), store, me, service.clone());

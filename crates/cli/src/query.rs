@@ -53,6 +53,11 @@ pub struct QueryArgs {
     /// Give up (and cancel the session) after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Your analyst name: every node keeps a privacy budget per analyst and dataset.
+    #[arg(long, env = "CONCORD_ANALYST", default_value = "anonymous")]
+    pub analyst: String,
+    #[command(flatten)]
+    pub privacy: crate::run::PrivacyArgs,
 }
 
 fn api_address(node: &str) -> String {
@@ -94,6 +99,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         input_check: args.input_check.map(|c| concord_query::input_check::InputCheck::from(c).name().to_owned()),
         reveal_final: args.reveal == RevealArg::Final,
         order_method: Some(crate::run::order_method_name(args.order_method).to_owned()),
+        privacy: args.privacy.privacy(),
     };
     let request = json!({
         "sql": args.sql,
@@ -101,6 +107,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         "dataset": args.dataset,
         "options": options,
         "analyst_key": concord_session::seal::hex(&key.public()),
+        "analyst": args.analyst,
     });
     let start = Instant::now();
     let created = call(&addr, "POST", "/api/sessions", Some(&request))?;
@@ -150,6 +157,10 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let parties: Vec<String> = serde_json::from_value(view["parties"].clone()).context("the session's parties")?;
     if spec.sql != args.sql || parties != args.parties {
         bail!("the node ran another query or party list than requested; refusing the result");
+    }
+    let asked = concord_session::privacy::resolve(&args.sql, options.privacy)?;
+    if asked.is_some() && spec.privacy != asked {
+        bail!("the node ran the query with other privacy parameters than requested; refusing the result");
     }
     if view["plan"]["analyst_key"].as_str() != Some(concord_session::seal::hex(&key.public()).as_str()) {
         bail!("the session's results are sealed to another key than this query's; refusing the result");

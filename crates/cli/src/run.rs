@@ -120,6 +120,35 @@ pub struct RunArgs {
     /// parties), or `auto` (sort for small, cheaper cases).
     #[arg(long, value_enum, default_value = "auto")]
     pub order_method: OrderMethodArg,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+}
+
+/// `--epsilon` / `--rho`: differential privacy for one query.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PrivacyArgs {
+    /// Differential privacy: every party adds discrete Laplace noise to its
+    /// statistics before sharing them, for pure EPSILON-DP of the released
+    /// answer (COUNT, SUM, AVG, HISTOGRAM, with WHERE and GROUP BY); each
+    /// answer comes with its noise scale and 95% interval. Same as
+    /// `WITH PRIVACY (epsilon = EPSILON)` after the query.
+    #[arg(long, value_name = "EPSILON", conflicts_with = "rho")]
+    pub epsilon: Option<f64>,
+    /// Differential privacy with discrete Gaussian noise, for RHO-zCDP
+    /// (`WITH PRIVACY (rho = RHO)`).
+    #[arg(long, value_name = "RHO")]
+    pub rho: Option<f64>,
+}
+
+impl PrivacyArgs {
+    /// The privacy parameter asked for on the command line.
+    pub fn privacy(&self) -> Option<concord_session::Privacy> {
+        match (self.epsilon, self.rho) {
+            (Some(e), _) => Some(concord_session::Privacy::Epsilon(e)),
+            (None, Some(r)) => Some(concord_session::Privacy::Rho(r)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// `--order-method`.
@@ -169,7 +198,39 @@ fn session_options(args: &RunArgs) -> SessionOptions {
         input_check: args.input_check.map(|c| InputCheck::from(c).name().to_owned()),
         reveal_final: args.reveal == RevealArg::Final,
         order_method: Some(order_method_name(args.order_method).to_owned()),
+        privacy: args.privacy.privacy(),
     }
+}
+
+/// A run through the session layer in this process (one thread per party,
+/// loopback TLS): what `concord run` does with differential privacy.
+fn execute_session(args: &RunArgs, schema_toml: &str, parties: &[PartySpec]) -> Result<RunOutput> {
+    let n = parties.len();
+    let spec = SessionSpec::plan(schema_toml, &args.sql, n, &session_options(args))?;
+    let prepared = std::sync::Arc::new(spec.prepare()?);
+    let locals = parties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| prepared.local_input(i, &p.file).with_context(|| format!("party {}", p.name)))
+        .collect::<Result<Vec<_>>>()?;
+    let start = Instant::now();
+    let inputs: Vec<_> = loopback_parties(n, "concord-run")?.into_iter().zip(locals).collect();
+    let shared = prepared.clone();
+    let results = run_parties(inputs, move |(lp, local)| {
+        let prepared = shared.clone();
+        async move {
+            let me = lp.me;
+            let net = lp.connect(Duration::from_secs(30)).await?;
+            let mut rng = rand_chacha::ChaCha12Rng::from_os_rng();
+            prepared
+                .run_party(net, &local, &mut rng)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("party {me}")))
+        }
+    })?;
+    let reports = results.into_iter().collect::<Result<Vec<ShareReport>>>()?;
+    let answer = prepared.reconstruct(&reports)?;
+    Ok(RunOutput::from_answer(answer, start.elapsed().as_secs_f64()))
 }
 
 /// `concord run --processes`: the parent is the analyst; every party is a
@@ -517,6 +578,7 @@ pub fn execute_with(
             check: check.map(|(c, p)| (c.describe(p, n), p)),
             check_stats: outcomes.iter().filter_map(|o| o.check_stats).collect(),
             reveal_final: None,
+            privacy: None,
         },
         sample_received: outcomes.get(1).map(|o| o.sample_of_received.clone()).unwrap_or_default(),
         seconds: start.elapsed().as_secs_f64(),
@@ -537,6 +599,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     let schema_toml = read(&args.schema, "schema")?;
     let schema = Schema::from_toml(&schema_toml).map_err(|e| anyhow!("{schema_path}: {e}"))?;
     let query = concord_query::parse(&args.sql, &schema).map_err(|e| anyhow!("{e}"))?;
+    if concord_session::privacy::resolve(&args.sql, args.privacy.privacy())?.is_some() {
+        if !args.poison.is_empty() {
+            bail!("--poison is a test knob of runs without differential privacy");
+        }
+        let out = if args.processes {
+            execute_processes(&args, &schema_toml, &parties)?
+        } else {
+            execute_session(&args, &schema_toml, &parties)?
+        };
+        return print_output(&out, args.format);
+    }
     let plan = query.plan(&schema);
     let scheme = choose_scheme(parties.len(), args.threshold, args.scheme)?;
     let min_group_size = args.min_group_size.or(schema.min_group_size);
@@ -640,6 +713,7 @@ pub fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             let v = serde_json::json!({
                 "columns": out.table.columns,
                 "rows": rows,
+                "privacy": out.privacy.as_ref().map(privacy_json),
                 "stats": {
                     "rounds": rounds,
                     "bytes_per_party": bytes,
@@ -677,6 +751,10 @@ pub fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             println!("{}", out.table.columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
             for r in &out.table.rows {
                 println!("{}", r.iter().map(|v| csv_field(&value_text(v))).collect::<Vec<_>>().join(","));
+            }
+            if let Some(p) = &out.privacy {
+                eprintln!("{}", p.description);
+                print_estimates(p);
             }
         }
         Format::Table if out.reveal_final.is_some() => {
@@ -719,6 +797,10 @@ pub fn print_output(out: &RunOutput, format: Format) -> Result<()> {
             if out.suppressed > 0 {
                 eprintln!("{} group(s) suppressed: fewer rows than the minimum group size", out.suppressed);
             }
+            if let Some(p) = &out.privacy {
+                eprintln!("differential privacy: {}", p.description);
+                print_estimates(p);
+            }
             match &out.check {
                 Some((d, p)) => eprintln!(
                     "{d}: {} rounds, {} bytes sent per party (max); {}",
@@ -734,6 +816,43 @@ pub fn print_output(out: &RunOutput, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The privacy report as JSON: the cost and every cell's noise scale and 95% interval.
+pub fn privacy_json(p: &concord_session::PrivacyReport) -> serde_json::Value {
+    let cells: Vec<serde_json::Value> = p
+        .estimates
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "row": c.row,
+                "column": c.column,
+                "bin": c.bin,
+                "value": c.estimate.value,
+                "noise_sd": c.estimate.noise_scale,
+                "ci95": [c.estimate.ci95.0, c.estimate.ci95.1],
+            })
+        })
+        .collect();
+    serde_json::json!({ "description": p.description, "rho": p.rho, "cells": cells })
+}
+
+/// Every noisy cell's noise scale and 95% interval, on stderr.
+fn print_estimates(p: &concord_session::PrivacyReport) {
+    eprintln!("noisy cells (value, noise standard deviation, 95% interval for the exact value):");
+    for c in &p.estimates {
+        let bin = c.bin.map_or_else(String::new, |b| format!(" bin {b}"));
+        let e = &c.estimate;
+        eprintln!(
+            "  row {} {}{bin}: {:.4} ± {:.4} (sd), 95% CI [{:.4}, {:.4}]",
+            c.row + 1,
+            c.column,
+            e.value,
+            e.noise_scale,
+            e.ci95.0,
+            e.ci95.1
+        );
+    }
 }
 
 /// Print a result table with aligned columns.

@@ -7,64 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::nodes::{health, http, query, sessions, start, wait_until, Node};
 use common::{concord, fails, free_port, ok, TempDir};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value as J;
-
-struct Node {
-    child: Child,
-    dir: String,
-    api: String,
-}
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One API request; status and JSON body (`null` if not JSON).
-fn http(api: &str, method: &str, path: &str, body: &str) -> (u16, J) {
-    let (status, body) = common::http(api, method, path, body);
-    (status, serde_json::from_str(&body).unwrap_or(J::Null))
-}
-
-fn start(dir: &str, api: &str, env: &[(&str, &str)]) -> Node {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{dir}.log")).unwrap();
-    cmd.args(["node", "--dir", dir]).env_remove("CONCORD_DIR").stdout(Stdio::piped()).stderr(log);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening on http://"), "{line}");
-    Node { child, dir: dir.to_owned(), api: api.to_owned() }
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn health(api: &str, peer: &str) -> String {
-    let (_, v) = http(api, "GET", "/api/peers", "");
-    v["peers"].as_array().unwrap().iter().find(|p| p["name"] == peer).unwrap()["health"].as_str().unwrap().to_owned()
-}
-
-fn sessions(api: &str) -> Vec<J> {
-    http(api, "GET", "/api/sessions", "").1["sessions"].as_array().unwrap().clone()
-}
 
 /// Deterministic rows (age, sex, visits) for party `p`.
 fn rows(p: u64, n: usize) -> Vec<(i64, &'static str, i64)> {
@@ -94,13 +45,6 @@ fn write_data(root: &Path, p: u64, n: usize) -> Vec<(i64, &'static str, i64)> {
     }
     std::fs::write(root.join(format!("party{p}.csv")), csv).unwrap();
     r
-}
-
-fn query(api: &str, sql: &str, parties: &str, extra: &[&str]) -> Output {
-    let node = format!("http://{api}");
-    let mut args = vec!["query", "--node", &node, "--sql", sql, "--parties", parties, "--format", "json"];
-    args.extend_from_slice(extra);
-    concord(&args)
 }
 
 #[test]

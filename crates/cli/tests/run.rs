@@ -922,3 +922,72 @@ fn final_statistics_null_cases_and_refusals() {
     );
     assert!(!ok && err.contains("three-party"), "{err}");
 }
+
+#[test]
+fn differentially_private_runs_report_noise_and_refuse_what_dp_does_not_cover() {
+    let (_dir, base, pooled) = setup(3, 41, 400);
+    // In process and as processes, with --epsilon and with the clause: every answer
+    // within a few noise scales of the plaintext, with its scale and interval.
+    for (sql, extra) in [
+        ("SELECT g, COUNT(*), SUM(y), AVG(y), HISTOGRAM(x, -50, 50, 4) FROM t GROUP BY g", vec!["--epsilon", "2"]),
+        (
+            "SELECT g, COUNT(*), SUM(y), AVG(y), HISTOGRAM(x, -50, 50, 4) FROM t GROUP BY g WITH PRIVACY (rho = 1)",
+            vec![],
+        ),
+        (
+            "SELECT g, COUNT(*), SUM(y), AVG(y), HISTOGRAM(x, -50, 50, 4) FROM t GROUP BY g",
+            vec!["--epsilon", "2", "--processes"],
+        ),
+    ] {
+        let out = run_json(&base, sql, &extra);
+        let cells = out["privacy"]["cells"].as_array().unwrap();
+        assert_eq!(cells.len(), 3 * (3 + 4), "{out}");
+        for (gi, row) in out["rows"].as_array().unwrap().iter().enumerate() {
+            let g: Vec<&Row> = pooled.iter().filter(|r| r.g == gi).collect();
+            let ys: Vec<f64> = g.iter().filter_map(|r| r.y.map(|v| v as f64)).collect();
+            let mut bins = [0.0; 4];
+            for x in g.iter().filter_map(|r| r.x) {
+                bins[(((x + 50) * 4) / 100).min(3) as usize] += 1.0;
+            }
+            let want = [g.len() as f64, ys.iter().sum(), ys.iter().sum::<f64>() / ys.len() as f64];
+            for (k, w) in want.iter().enumerate() {
+                let cell = cells.iter().find(|c| c["row"] == gi && c["column"] == out["columns"][k + 1]).unwrap();
+                let (got, sd) = (row[k + 1].as_f64().unwrap(), cell["noise_sd"].as_f64().unwrap());
+                assert!(sd > 0.0 && (got - w).abs() < 10.0 * sd, "{sql}: {got} vs {w} (sd {sd})");
+                let (lo, hi) = (cell["ci95"][0].as_f64().unwrap(), cell["ci95"][1].as_f64().unwrap());
+                assert!(lo <= got && got <= hi, "{cell}");
+            }
+            for (b, w) in bins.iter().enumerate() {
+                let cell = cells.iter().find(|c| c["row"] == gi && c["bin"] == b).unwrap();
+                let got = row[4][b].as_f64().unwrap();
+                assert!((got - w).abs() < 10.0 * cell["noise_sd"].as_f64().unwrap(), "{sql}: bin {b}: {got} vs {w}");
+            }
+        }
+        // Four releases (COUNT(*), SUM(y) and COUNT(y) for AVG, the histogram).
+        let rho = out["privacy"]["rho"].as_f64().unwrap();
+        let want = if sql.contains("rho = 1") { 1.0 } else { 4.0 * 0.5 * 0.5 * 0.5 };
+        assert!((rho - want).abs() < 1e-12, "{rho} vs {want}");
+        assert!(out["stats"]["domain"] == "m127", "{out}");
+    }
+    // Refusals, each with its reason and before anything runs.
+    for (sql, extra, want) in [
+        ("SELECT MEDIAN(x) FROM t", vec!["--epsilon", "1"], "MEDIAN(x) is not supported"),
+        ("SELECT VAR_POP(x) FROM t WITH PRIVACY (epsilon = 1)", vec![], "VAR_POP(x) is not supported"),
+        ("SELECT COUNT(*) FROM t", vec!["--epsilon", "1", "--min-group-size", "5"], "minimum group size"),
+        ("SELECT COUNT(*) FROM t", vec!["--epsilon", "1", "--input-check", "clamp"], "input check"),
+        ("SELECT COUNT(*) FROM t", vec!["--epsilon", "0"], "epsilon must be"),
+        (
+            "SELECT COUNT(*) FROM t WITH PRIVACY (epsilon = 1)",
+            vec!["--epsilon", "2"],
+            "give the privacy parameter once",
+        ),
+        ("SELECT COUNT(*) FROM t WITH PRIVACY (delta = 1)", vec![], "unknown parameter \"delta\""),
+        ("SELECT AVG(x) FROM t", vec!["--epsilon", "1", "--reveal", "final"], "reveal final"),
+    ] {
+        let mut args = base.clone();
+        args.extend(["--sql".to_string(), sql.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (ok, _, err) = concord(&args);
+        assert!(!ok && err.contains(want), "{sql} {extra:?}: {err}");
+    }
+}

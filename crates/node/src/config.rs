@@ -26,8 +26,11 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 20;
 /// Default period of dataset re-checks while the node runs, in seconds.
 pub const DEFAULT_DATASET_CHECK_SECS: u64 = 60;
 
+/// Default privacy budget of each analyst on each dataset, in zCDP rho.
+pub const DEFAULT_BUDGET_RHO: f64 = 1.0;
+
 /// The node's configuration (`concord.toml`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The node's name (the organisation), e.g. `hospital-a`.
@@ -56,9 +59,41 @@ pub struct NodeConfig {
     /// this many seconds while the node runs; 0 disables.
     #[serde(default = "default_dataset_check")]
     pub dataset_check_secs: u64,
+    /// Differential privacy: budgets and defaults.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
     /// Known peers (filled in by pairing).
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+}
+
+/// The `[privacy]` section: what this node demands of queries on its data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Budget of each analyst on each dataset, in zCDP rho (overridden per
+    /// analyst and dataset with `concord budget set`). Every differentially
+    /// private query an analyst runs with this node is charged against it.
+    #[serde(default = "default_budget_rho")]
+    pub budget_rho: f64,
+    /// Refuse queries without differential privacy on this node's data.
+    #[serde(default)]
+    pub require: bool,
+    /// Epsilon applied by this node, as coordinator, to queries that give no
+    /// privacy parameter (absent: such queries run without noise, unless a
+    /// participant requires it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_epsilon: Option<f64>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig { budget_rho: DEFAULT_BUDGET_RHO, require: false, default_epsilon: None }
+    }
+}
+
+fn default_budget_rho() -> f64 {
+    DEFAULT_BUDGET_RHO
 }
 
 /// A peer node, as pinned at pairing.
@@ -106,6 +141,7 @@ impl NodeConfig {
             heartbeat_period_secs: DEFAULT_HEARTBEAT_PERIOD_SECS,
             heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
             dataset_check_secs: DEFAULT_DATASET_CHECK_SECS,
+            privacy: PrivacyConfig::default(),
             peers: Vec::new(),
         }
     }
@@ -142,6 +178,13 @@ impl NodeConfig {
                 "key `heartbeat_timeout_secs`: must exceed heartbeat_period_secs ({})",
                 self.heartbeat_period_secs
             ));
+        }
+        let pv = &self.privacy;
+        if !(pv.budget_rho.is_finite() && pv.budget_rho >= 0.0) {
+            return bad(format!("key `privacy.budget_rho`: must be a number >= 0, got {}", pv.budget_rho));
+        }
+        if let Some(e) = pv.default_epsilon.filter(|e| !(e.is_finite() && *e > 0.0)) {
+            return bad(format!("key `privacy.default_epsilon`: must be a number > 0, got {e}"));
         }
         for (i, p) in self.peers.iter().enumerate() {
             if let Err(e) = check_name(&p.name) {
@@ -199,6 +242,16 @@ impl NodeConfig {
              # dataset_check_secs seconds and re-validated if changed (0: never).\n\
              dataset_check_secs = {}\n\
              \n\
+             # Differential privacy. Each analyst has a budget on each dataset, in zCDP\n\
+             # rho (rho = epsilon^2 / 2 for a pure epsilon-DP query); every private query\n\
+             # is charged on every participating node, which refuses it once the budget\n\
+             # would be exceeded. `require = true` refuses queries without noise;\n\
+             # `default_epsilon` is applied (as coordinator) to queries that give none.\n\
+             [privacy]\n\
+             budget_rho = {:?}\n\
+             require = {}\n\
+             {}\n\
+             \n\
              # Peers, added by pairing. Each is pinned by its keys:\n\
              # [[peer]]\n\
              # name = \"hospital-b\"\n\
@@ -216,6 +269,12 @@ impl NodeConfig {
             self.heartbeat_period_secs,
             self.heartbeat_timeout_secs,
             self.dataset_check_secs,
+            self.privacy.budget_rho,
+            self.privacy.require,
+            match self.privacy.default_epsilon {
+                Some(e) => format!("default_epsilon = {e}"),
+                None => "# default_epsilon = 1.0".to_owned(),
+            },
         );
         for p in &self.peers {
             let _ = write!(

@@ -29,6 +29,23 @@ pub struct DashboardView {
     pub sessions: Vec<SessionView>,
     /// Recent events, newest first.
     pub events: Vec<EventView>,
+    /// Privacy budgets per analyst and dataset.
+    pub budgets: Vec<BudgetView>,
+}
+
+/// An analyst's privacy budget on one dataset (numbers already formatted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BudgetView {
+    /// The analyst.
+    pub analyst: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Spent, zCDP rho.
+    pub spent: String,
+    /// The budget, zCDP rho.
+    pub budget: String,
+    /// What is left, as zCDP rho and as (epsilon, delta).
+    pub remaining: String,
 }
 
 /// A paired peer.
@@ -299,6 +316,28 @@ fn sessions(out: &mut String, sessions: &[SessionView]) {
     out.push_str("</section>");
 }
 
+fn budgets(out: &mut String, budgets: &[BudgetView]) {
+    section_head(out, "budgets", "Privacy budgets", budgets.len());
+    if budgets.is_empty() {
+        out.push_str("<p class=\"empty\">No differentially private query has run here yet.</p>");
+    } else {
+        table_head(out, &["Analyst", "Dataset", "Spent (rho)", "Budget (rho)", "Remaining"]);
+        for b in budgets {
+            let _ = write!(
+                out,
+                "<tr><td><strong>{}</strong></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape_html(&b.analyst),
+                escape_html(&b.dataset),
+                escape_html(&b.spent),
+                escape_html(&b.budget),
+                escape_html(&b.remaining)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
 fn events(out: &mut String, events: &[EventView]) {
     section_head(out, "events", "Events", events.len());
     if events.is_empty() {
@@ -337,6 +376,7 @@ pub fn render(view: &DashboardView) -> String {
     peers(&mut out, &view.peers);
     datasets(&mut out, &view.datasets);
     sessions(&mut out, &view.sessions);
+    budgets(&mut out, &view.budgets);
     events(&mut out, &view.events);
     out.push_str("</main></body></html>\n");
     out
@@ -393,6 +433,13 @@ mod tests {
                 kind: "dataset.added".into(),
                 message: "dataset \"patients\"".into(),
             }],
+            budgets: vec![BudgetView {
+                analyst: "alice".into(),
+                dataset: "patients".into(),
+                spent: "0.2500".into(),
+                budget: "1.0000".into(),
+                remaining: "0.7500".into(),
+            }],
         }
     }
 
@@ -420,7 +467,7 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
         assert!(html.trim_end().ends_with("</html>"));
-        for h in ["Peers", "Datasets", "Sessions", "Events"] {
+        for h in ["Peers", "Datasets", "Sessions", "Privacy budgets", "Events"] {
             assert!(html.contains(&format!(">{h} <span class=\"count\">")), "heading {h}");
         }
         assert!(html.contains("hospital-a") && html.contains("version 0.1.0"));
@@ -436,6 +483,7 @@ mod tests {
         assert!(html.contains("2023-11-14 22:14:20 UTC"));
         assert!(html.contains("1970-01-01 23:59:59"));
         assert!(html.contains("hospital-b: <strong>connecting</strong>"));
+        assert!(html.contains("<td><strong>alice</strong></td><td>patients</td><td>0.2500</td><td>1.0000</td>"));
         assert!(html.contains("SELECT COUNT(*) FROM patients WHERE age &gt; 40"));
         assert!(html.contains(&format!("title=\"{}\"", "ab".repeat(32))));
         assert!(html.contains("never"));
@@ -447,8 +495,13 @@ mod tests {
     #[test]
     fn empty_view_shows_empty_states() {
         let html = render(&DashboardView { node: "n".into(), ..DashboardView::default() });
-        for empty in ["No peers paired yet", "No datasets registered yet", "No sessions yet", "No events recorded yet"]
-        {
+        for empty in [
+            "No peers paired yet",
+            "No datasets registered yet",
+            "No sessions yet",
+            "No differentially private query",
+            "No events recorded yet",
+        ] {
             assert!(html.contains(empty), "{empty} missing");
         }
         assert!(!html.contains("<table"));
@@ -485,11 +538,18 @@ mod tests {
             progress: vec![(EVIL.into(), EVIL.into())],
         };
         v.events[0] = EventView { at: 0, kind: EVIL.into(), message: EVIL.into() };
+        v.budgets[0] = BudgetView {
+            analyst: EVIL.into(),
+            dataset: EVIL.into(),
+            spent: EVIL.into(),
+            budget: EVIL.into(),
+            remaining: EVIL.into(),
+        };
         let html = render(&v);
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("alert(\"") && !html.contains("'y'"), "{html}");
         // Each field appears escaped (the fingerprint is shortened to 16 characters).
-        assert!(html.matches(EVIL_ESCAPED).count() >= 18, "{html}");
+        assert!(html.matches(EVIL_ESCAPED).count() >= 23, "{html}");
         // An unknown state gets the neutral badge, never a class taken from data.
         assert!(html.contains(&format!("<span class=\"badge neutral\">{EVIL_ESCAPED}</span>")));
     }

@@ -94,6 +94,20 @@ pub enum NodeError {
     /// A session with this id exists already.
     #[error("a session {0:?} exists already")]
     DuplicateSession(String),
+    /// A privacy budget or cost out of its domain.
+    #[error("invalid budget: {0}")]
+    InvalidBudget(String),
+    /// A differentially private query would exceed an analyst's budget.
+    #[error(
+        "budget_exceeded: the query costs rho {cost:.6} but analyst {:?} has rho {:.6} left of {:.6} on dataset {:?}",
+        budget.analyst, budget.remaining(), budget.budget, budget.dataset
+    )]
+    BudgetExceeded {
+        /// The cost of the query.
+        cost: f64,
+        /// The budget before it.
+        budget: Box<crate::store::Budget>,
+    },
     /// No peer with this name.
     #[error("unknown_peer: no paired peer named {0:?}")]
     UnknownPeer(String),

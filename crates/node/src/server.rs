@@ -66,6 +66,11 @@ struct Inner {
 }
 
 impl AppState {
+    /// The default privacy budget of this node (its service's, or the built-in default).
+    pub fn default_budget(&self) -> f64 {
+        self.inner.service.as_ref().map_or(crate::config::DEFAULT_BUDGET_RHO, |s| s.privacy().budget_rho)
+    }
+
     /// State for node `name` (version `version`) over `store`.
     pub fn new(name: &str, version: &str, store: Store) -> AppState {
         AppState::build(name, version, store, None)
@@ -262,7 +267,15 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         .into_iter()
         .map(|r| {
             let (sql, parties) = match parse_plan(&r) {
-                Ok(plan) => (plan.spec.sql, plan.parties.into_iter().map(|p| p.name).collect()),
+                Ok(plan) => {
+                    let sql = match plan.spec.privacy {
+                        Some(p) if !plan.spec.sql.to_ascii_lowercase().contains("with privacy") => {
+                            format!("{} [differential privacy: {p}, analyst {}]", plan.spec.sql, plan.analyst)
+                        }
+                        _ => plan.spec.sql,
+                    };
+                    (sql, plan.parties.into_iter().map(|p| p.name).collect())
+                }
                 Err(_) => ("(unreadable plan)".to_owned(), Vec::new()),
             };
             let progress = store.progress(&r.id).unwrap_or_default().into_iter().map(|p| (p.party, p.phase)).collect();
@@ -301,6 +314,23 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
             }
         })
         .collect();
+    let budgets = store
+        .list_budgets(state.default_budget())?
+        .into_iter()
+        .map(|b| {
+            let v = budget_json(&b);
+            let eps = v["remaining_epsilon_at_delta_1e-6"]
+                .as_f64()
+                .map_or_else(String::new, |e| format!(" ≈ ({e:.3}, 1e-6)-DP"));
+            dashboard::BudgetView {
+                remaining: format!("{:.4}{eps}", b.remaining()),
+                spent: format!("{:.4}", b.spent),
+                budget: format!("{:.4}", b.budget),
+                analyst: b.analyst,
+                dataset: b.dataset,
+            }
+        })
+        .collect();
     let events = store
         .recent_events(DASHBOARD_EVENTS)?
         .into_iter()
@@ -314,6 +344,7 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         datasets,
         sessions,
         events,
+        budgets,
     })
 }
 
@@ -375,6 +406,21 @@ async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         })
         .collect();
     Ok(Json(json!({ "peers": peers })))
+}
+
+/// The JSON view of a budget.
+pub fn budget_json(b: &crate::store::Budget) -> Value {
+    let left = b.remaining();
+    let eps = concord_dp::Rho::new(left).and_then(|r| r.epsilon_at(concord_session::privacy::SHOWN_DELTA)).ok();
+    json!({ "analyst": b.analyst, "dataset": b.dataset, "budget_rho": b.budget, "spent_rho": b.spent,
+            "remaining_rho": left, "remaining_epsilon_at_delta_1e-6": eps })
+}
+
+/// `GET /api/budgets`.
+async fn list_budgets(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let default = state.default_budget();
+    let budgets = state.store()?.list_budgets(default)?;
+    Ok(Json(json!({ "default_rho": default, "budgets": budgets.iter().map(budget_json).collect::<Vec<_>>() })))
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -538,6 +584,7 @@ impl From<ServiceError> for ApiError {
             "peer_down" | "peer_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
             "peer_refused" | "bad_peer_reply" => StatusCode::BAD_GATEWAY,
             "not_coordinator" | "session_finished" => StatusCode::CONFLICT,
+            "budget_exceeded" | "privacy_required" => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, code: e.code, message: e.message }
@@ -670,6 +717,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/datasets/{name}", get(get_dataset))
         .route("/api/peers", get(list_peers))
         .route("/api/pair", post(pair))
+        .route("/api/budgets", get(list_budgets))
         .route("/api/sessions", get(list_sessions).post(submit_session))
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/cancel", post(cancel_session))
@@ -740,6 +788,14 @@ pub fn openapi_document(version: &str) -> Value {
                         "peers": { "type": "array", "items": { "$ref": "#/components/schemas/Peer" } } } } } } },
                     "500": error }
             } },
+            "/api/budgets": { "get": {
+                "summary": "Privacy budgets (zCDP rho) of the analysts who ran private queries here or have a budget set, per dataset, and the default",
+                "responses": { "200": { "description": "Budgets", "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["default_rho", "budgets"], "properties": {
+                        "default_rho": { "type": "number" },
+                        "budgets": { "type": "array", "items": { "$ref": "#/components/schemas/Budget" } } } } } } },
+                    "500": error }
+            } },
             "/api/pair": { "post": {
                 "summary": "Complete a one-time pairing invitation (created by `concord peer invite`)",
                 "requestBody": { "required": true, "content": { "application/json": {
@@ -808,7 +864,8 @@ pub fn openapi_document(version: &str) -> Value {
                     "code": { "type": "string", "enum": ["unknown_dataset", "no_route", "bad_request", "internal",
                         "unknown_invitation", "invitation_used", "invitation_expired", "bad_mac", "peer_exists", "identity_mismatch",
                         "unknown_session", "unknown_peer", "revoked_peer", "peer_down", "peer_unreachable", "peer_refused",
-                        "schema_mismatch", "invalid_dataset", "invalid_query", "not_coordinator", "session_finished", "no_service"] },
+                        "schema_mismatch", "invalid_dataset", "invalid_query", "not_coordinator", "session_finished", "no_service",
+                        "budget_exceeded", "privacy_required"] },
                     "message": { "type": "string" } } } } },
             "SubmitRequest": { "type": "object", "required": ["sql", "parties", "analyst_key"], "properties": {
                 "sql": { "type": "string" },
@@ -820,8 +877,15 @@ pub fn openapi_document(version: &str) -> Value {
                     "min_group_size": { "type": "integer" },
                     "input_check": { "type": "string", "enum": ["clamp", "reject", "off"] },
                     "reveal_final": { "type": "boolean" },
-                    "order_method": { "type": "string", "enum": ["auto", "search", "sort"] } } },
-                "analyst_key": { "type": "string", "description": "the analyst's X25519 public key for this session, 32 bytes hex" } } },
+                    "order_method": { "type": "string", "enum": ["auto", "search", "sort"] },
+                    "privacy": { "type": "object", "description": "differential privacy: exactly one of epsilon (discrete Laplace, pure DP) and rho (discrete Gaussian, zCDP); or WITH PRIVACY (...) after the query",
+                        "properties": { "epsilon": { "type": "number" }, "rho": { "type": "number" } } } } },
+                "analyst_key": { "type": "string", "description": "the analyst's X25519 public key for this session, 32 bytes hex" },
+                "analyst": { "type": "string", "description": "the analyst's name (default anonymous): privacy budgets are kept per analyst and dataset" } } },
+            "Budget": { "type": "object", "required": ["analyst", "dataset", "budget_rho", "spent_rho", "remaining_rho"], "properties": {
+                "analyst": { "type": "string" }, "dataset": { "type": "string" },
+                "budget_rho": { "type": "number" }, "spent_rho": { "type": "number" }, "remaining_rho": { "type": "number" },
+                "remaining_epsilon_at_delta_1e-6": { "type": "number", "nullable": true } } },
             "Session": { "type": "object",
                 "required": ["id", "state", "coordinator", "dataset", "sql", "parties", "created_at", "progress", "plan", "results"],
                 "properties": {

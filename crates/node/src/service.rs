@@ -49,12 +49,13 @@ use std::time::{Duration, Instant};
 use concord_net::peer::{control_accept, control_call, PeerPort};
 use concord_net::tls::{FingerprintPredicate, TlsConfig, TlsPeer, TlsTransport};
 use concord_session::seal::{seal, Envelope};
-use concord_session::{SessionOptions, SessionSpec};
+use concord_session::{Privacy, SessionOptions, SessionSpec};
 use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use rand_core::{OsRng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::config::PrivacyConfig;
 use crate::identity::NodeIdentity;
 use crate::store::{DatasetStatus, PeerRecord, SessionRecord, SessionState, Store};
 use crate::{hex, unhex, unix_now, NodeError};
@@ -75,7 +76,7 @@ pub struct PlanParty {
 }
 
 /// Everything every participant of a session is told before it runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionPlan {
     /// Session id: 16 random bytes, hex.
@@ -90,8 +91,18 @@ pub struct SessionPlan {
     pub spec: SessionSpec,
     /// The analyst's X25519 public key, hex: only the analyst can open the result shares.
     pub analyst_key: String,
+    /// The analyst's name: privacy budgets are kept per analyst and dataset.
+    #[serde(default = "anonymous")]
+    pub analyst: String,
     /// When the coordinator created it, Unix seconds.
     pub created_at: i64,
+}
+
+/// The analyst name of requests that give none (one shared budget).
+pub const ANONYMOUS: &str = "anonymous";
+
+fn anonymous() -> String {
+    ANONYMOUS.to_owned()
 }
 
 impl SessionPlan {
@@ -280,6 +291,9 @@ pub struct SubmitRequest {
     pub options: SessionOptions,
     /// The analyst's X25519 public key for this session, hex.
     pub analyst_key: String,
+    /// The analyst's name (default `anonymous`); privacy budgets are kept per analyst.
+    #[serde(default)]
+    pub analyst: Option<String>,
 }
 
 /// A peer's health as the failure detector sees it.
@@ -337,6 +351,7 @@ struct Shared {
     cancels: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
     metrics: Metrics,
     slow_ms: u64,
+    privacy: PrivacyConfig,
 }
 
 /// The running node's service. Cheap to clone.
@@ -400,6 +415,7 @@ impl Service {
         store: Arc<Mutex<Store>>,
         port: PeerPort,
         timing: Timing,
+        privacy: PrivacyConfig,
     ) -> Service {
         // Test hook: hold every session this node takes part in for that long
         // once connected (so tests can kill or stop a node mid-session).
@@ -418,6 +434,7 @@ impl Service {
                 cancels: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
                 slow_ms,
+                privacy,
             }),
         }
     }
@@ -425,6 +442,11 @@ impl Service {
     /// This node's name.
     pub fn name(&self) -> &str {
         self.shared.identity.name()
+    }
+
+    /// This node's privacy rules (`[privacy]` of its configuration).
+    pub fn privacy(&self) -> &PrivacyConfig {
+        &self.shared.privacy
     }
 
     /// The counters for `/metrics`.
@@ -725,6 +747,9 @@ impl Service {
     /// Check and create a session for an analyst's request; the rest runs in the background.
     pub async fn submit(&self, req: SubmitRequest) -> Result<SessionPlan, ServiceError> {
         let me = self.name().to_owned();
+        let analyst = req.analyst.clone().unwrap_or_else(anonymous);
+        crate::config::check_name(&analyst)
+            .map_err(|e| err("bad_request", format!("analyst name {analyst:?}: {e}")))?;
         let analyst_key = unhex(&req.analyst_key)
             .filter(|k| k.len() == 32)
             .ok_or_else(|| err("bad_request", "analyst_key must be 32 bytes of hex (an X25519 public key)"))?;
@@ -799,7 +824,13 @@ impl Service {
                 ));
             }
         }
-        let spec = SessionSpec::plan(&first, &req.sql, parties.len(), &req.options)
+        let mut options = req.options.clone();
+        let asked = concord_session::privacy::resolve(&req.sql, options.privacy)
+            .map_err(|e| err("invalid_query", e.to_string()))?;
+        if let (None, Some(e)) = (asked, self.shared.privacy.default_epsilon) {
+            options.privacy = Some(Privacy::Epsilon(e));
+        }
+        let spec = SessionSpec::plan(&first, &req.sql, parties.len(), &options)
             .map_err(|e| err("invalid_query", e.to_string()))?;
         let mut id = [0u8; 16];
         OsRng.try_fill_bytes(&mut id).map_err(|e| err("internal", format!("operating system RNG failed: {e}")))?;
@@ -810,10 +841,16 @@ impl Service {
             parties,
             spec,
             analyst_key: hex(&analyst_key),
+            analyst,
             created_at: unix_now(),
         };
+        // This node's own privacy checks, as every participant does them.
+        self.check_privacy(&plan)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
-        self.store().create_session(&plan.id, &me, &plan_json, &plan.summary())?;
+        if let Err(e) = self.store().create_session(&plan.id, &me, &plan_json, &plan.summary()) {
+            let _ = self.store().refund_budget(&plan.id);
+            return Err(e.into());
+        }
         tracing::info!(session = %plan.id, "session created: {}", plan.summary());
         tokio::spawn(self.clone().coordinate(plan.clone()));
         Ok(plan)
@@ -1020,11 +1057,66 @@ impl Service {
                 ),
             ));
         }
-        plan.spec.prepare().map_err(|e| err("bad_plan", format!("the computation does not re-derive: {e}")))?;
+        crate::config::check_name(&plan.analyst)
+            .map_err(|e| err("bad_plan", format!("analyst name {:?}: {e}", plan.analyst)))?;
+        self.check_privacy(plan)?;
         let json = serde_json::to_string(plan).map_err(|e| err("internal", e.to_string()))?;
-        self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary())?;
+        if let Err(e) = self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary()) {
+            let _ = self.store().refund_budget(&plan.id);
+            return Err(e.into());
+        }
         tracing::info!(session = %plan.id, coordinator = from, "session accepted: {}", plan.summary());
         Ok(())
+    }
+
+    /// Re-derive the computation and apply this node's privacy rules to it:
+    /// refuse a query without noise if this node requires it; charge a private
+    /// query's cost to the analyst's budget on this dataset (atomically),
+    /// refusing it with what is left when it would exceed it.
+    fn check_privacy(&self, plan: &SessionPlan) -> Result<(), ServiceError> {
+        let me = self.name();
+        let prepared =
+            plan.spec.prepare().map_err(|e| err("bad_plan", format!("the computation does not re-derive: {e}")))?;
+        let Some(dp) = &prepared.dp else {
+            if self.shared.privacy.require {
+                return Err(err(
+                    "privacy_required",
+                    format!(
+                        "node {me:?} requires differential privacy on its data: add WITH PRIVACY (epsilon = ...) \
+                         or --epsilon"
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        let cost = dp.cost.value();
+        let spent =
+            self.store().spend_budget(&plan.id, &plan.analyst, &plan.dataset, cost, self.shared.privacy.budget_rho);
+        match spent {
+            Ok(b) => {
+                tracing::info!(session = %plan.id, analyst = %plan.analyst, cost, left = b.remaining(), "privacy budget charged");
+                Ok(())
+            }
+            Err(NodeError::BudgetExceeded { cost, budget }) => {
+                let left = budget.remaining();
+                let eps = concord_dp::Rho::new(left)
+                    .and_then(|r| r.epsilon_at(concord_session::privacy::SHOWN_DELTA))
+                    .map_or_else(|_| "?".to_owned(), |e| format!("{e:.4}"));
+                Err(err(
+                    "budget_exceeded",
+                    format!(
+                        "node {me:?} refuses: the query costs rho {cost:.6} ({}), but analyst {:?} has rho {left:.6} \
+                         left of {:.6} on dataset {:?} (about ({eps}, {:e})-DP)",
+                        dp.privacy,
+                        budget.analyst,
+                        budget.budget,
+                        budget.dataset,
+                        concord_session::privacy::SHOWN_DELTA
+                    ),
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn on_start(&self, from: &str, id: &str) -> Result<(), ServiceError> {
@@ -1260,7 +1352,14 @@ mod tests {
             connect_timeout: secs,
             recv_timeout: secs,
         };
-        let svc = Service::new(NodeIdentity::generate("a").unwrap(), "127.0.0.1:1".into(), store.clone(), port, timing);
+        let svc = Service::new(
+            NodeIdentity::generate("a").unwrap(),
+            "127.0.0.1:1".into(),
+            store.clone(),
+            port,
+            timing,
+            PrivacyConfig::default(),
+        );
         svc.expire_stale_sessions(unix_now());
         assert_eq!(lock(&store).session("theirs").unwrap().state, SessionState::Pending, "not yet");
         svc.expire_stale_sessions(unix_now() + PENDING_LIMIT_SECS + 1);

@@ -90,6 +90,23 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (session_id, party_index)
         ) STRICT;",
     ),
+    M::up(
+        "CREATE TABLE privacy_budgets (
+            analyst TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            rho REAL NOT NULL CHECK (rho >= 0),
+            set_at INTEGER NOT NULL,
+            PRIMARY KEY (analyst, dataset)
+        ) STRICT;
+        CREATE TABLE privacy_spends (
+            session_id TEXT PRIMARY KEY,
+            analyst TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            rho REAL NOT NULL CHECK (rho >= 0),
+            at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX privacy_spends_by_analyst ON privacy_spends (analyst, dataset);",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
@@ -552,6 +569,150 @@ pub struct Progress {
     pub at: i64,
 }
 
+/// An analyst's privacy budget on one dataset, in zCDP rho.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    /// The analyst.
+    pub analyst: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The budget (the node's default unless set for this analyst and dataset).
+    pub budget: f64,
+    /// Spent so far (queries accepted by this node).
+    pub spent: f64,
+}
+
+impl Budget {
+    /// What is left (never negative).
+    pub fn remaining(&self) -> f64 {
+        (self.budget - self.spent).max(0.0)
+    }
+}
+
+fn read_budget(tx: &Connection, analyst: &str, dataset: &str, default: f64) -> rusqlite::Result<Budget> {
+    let budget: Option<f64> = tx
+        .query_row("SELECT rho FROM privacy_budgets WHERE analyst = ?1 AND dataset = ?2", [analyst, dataset], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let spent: f64 = tx.query_row(
+        "SELECT COALESCE(SUM(rho), 0.0) FROM privacy_spends WHERE analyst = ?1 AND dataset = ?2",
+        [analyst, dataset],
+        |r| r.get(0),
+    )?;
+    Ok(Budget { analyst: analyst.to_owned(), dataset: dataset.to_owned(), budget: budget.unwrap_or(default), spent })
+}
+
+impl Store {
+    /// The budget of `analyst` on `dataset` (`default` unless one was set).
+    pub fn budget(&self, analyst: &str, dataset: &str, default: f64) -> Result<Budget, NodeError> {
+        read_budget(&self.conn, analyst, dataset, default).map_err(|e| self.sql(e))
+    }
+
+    /// Every budget set or spent from (with `default` where none was set), by analyst and dataset.
+    pub fn list_budgets(&self, default: f64) -> Result<Vec<Budget>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT analyst, dataset FROM privacy_budgets UNION SELECT analyst, dataset FROM privacy_spends \
+                 ORDER BY 1, 2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let keys = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql(e))?;
+        keys.iter().map(|(a, d)| self.budget(a, d, default)).collect()
+    }
+
+    /// Set the budget of `analyst` on `dataset` (and log it).
+    pub fn set_budget(&mut self, analyst: &str, dataset: &str, rho: f64) -> Result<(), NodeError> {
+        if !(rho.is_finite() && rho >= 0.0) {
+            return Err(NodeError::InvalidBudget(format!("a budget must be a number >= 0, got {rho}")));
+        }
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            tx.execute(
+                "INSERT INTO privacy_budgets (analyst, dataset, rho, set_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (analyst, dataset) DO UPDATE SET rho = excluded.rho, set_at = excluded.set_at",
+                params![analyst, dataset, rho, unix_now()],
+            )
+            .map_err(sql)?;
+            insert_event(
+                tx,
+                "budget.set",
+                &format!("privacy budget of analyst {analyst:?} on dataset {dataset:?} set to rho {rho}"),
+            )
+            .map_err(sql)
+        })
+    }
+
+    /// Charge `rho` for session `id` to `analyst` on `dataset`, atomically:
+    /// refused with [`NodeError::BudgetExceeded`] (nothing charged) if the
+    /// spend would exceed the budget. Charging the same session twice is refused.
+    pub fn spend_budget(
+        &mut self,
+        id: &str,
+        analyst: &str,
+        dataset: &str,
+        rho: f64,
+        default: f64,
+    ) -> Result<Budget, NodeError> {
+        if !(rho.is_finite() && rho >= 0.0) {
+            return Err(NodeError::InvalidBudget(format!("a privacy cost must be a number >= 0, got {rho}")));
+        }
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let before = read_budget(tx, analyst, dataset, default).map_err(sql)?;
+            // A relative slack of 1e-12 absorbs the rounding of sums of floats.
+            if before.spent + rho > before.budget * (1.0 + 1e-12) {
+                return Err(NodeError::BudgetExceeded { cost: rho, budget: Box::new(before) });
+            }
+            tx.execute(
+                "INSERT INTO privacy_spends (session_id, analyst, dataset, rho, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, analyst, dataset, rho, unix_now()],
+            )
+            .map_err(sql)?;
+            insert_event(
+                tx,
+                "budget.spent",
+                &format!(
+                    "session {id}: analyst {analyst:?} spent rho {rho} on dataset {dataset:?} ({} of {} used)",
+                    before.spent + rho,
+                    before.budget
+                ),
+            )
+            .map_err(sql)?;
+            Ok(Budget { spent: before.spent + rho, ..before })
+        })
+    }
+
+    /// Give back what session `id` was charged (a session that failed or
+    /// was cancelled before it started revealed nothing). Returns the rho refunded.
+    pub fn refund_budget(&mut self, id: &str) -> Result<f64, NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| refund(tx, id).map_err(|source| NodeError::Store { path: path.clone(), source }))
+    }
+}
+
+fn refund(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<f64> {
+    let row: Option<(String, String, f64)> = tx
+        .query_row("SELECT analyst, dataset, rho FROM privacy_spends WHERE session_id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((analyst, dataset, rho)) = row else { return Ok(0.0) };
+    tx.execute("DELETE FROM privacy_spends WHERE session_id = ?1", [id])?;
+    insert_event(
+        tx,
+        "budget.refunded",
+        &format!("session {id} never started: rho {rho} refunded to analyst {analyst:?} on dataset {dataset:?}"),
+    )?;
+    Ok(rho)
+}
+
 const SESSION_COLUMNS: &str = "id, coordinator, plan, state, reason, created_at, updated_at, finished_at";
 
 impl Store {
@@ -609,6 +770,10 @@ impl Store {
                 None => format!("session {id} {}", state.name()),
             };
             insert_event(tx, &format!("session.{}", state.name()), &message).map_err(sql)?;
+            // A session that ends before it started revealed nothing: its privacy cost is given back.
+            if current == SessionState::Pending && state.is_terminal() && state != SessionState::Done {
+                refund(tx, id).map_err(sql)?;
+            }
             Ok(true)
         })
     }
@@ -921,6 +1086,54 @@ mod tests {
         assert!(matches!(e, Err(NodeError::DuplicatePeer(ref n)) if n == "b"), "{e:?}");
         assert_eq!(s.invitation("new").unwrap().unwrap().used_at, None, "the invitation stays usable");
         assert_eq!(s.list_peers().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn budgets_are_charged_atomically_refused_when_exceeded_and_refunded_if_never_started() {
+        let dir = std::env::temp_dir().join(format!("concord-budget-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.sqlite");
+        {
+            let mut s = Store::open(&path).unwrap();
+            assert_eq!(s.budget("alice", "patients", 1.0).unwrap().spent, 0.0);
+            s.create_session("s1", "a", "{}", "q").unwrap();
+            let b = s.spend_budget("s1", "alice", "patients", 0.5, 1.0).unwrap();
+            assert_eq!((b.spent, b.remaining()), (0.5, 0.5));
+            // Another analyst and another dataset have their own budgets.
+            s.spend_budget("s9", "bob", "patients", 0.9, 1.0).unwrap();
+            s.spend_budget("s8", "alice", "visits", 0.9, 1.0).unwrap();
+            // Exceeding: refused with the budget, nothing charged.
+            match s.spend_budget("s2", "alice", "patients", 0.6, 1.0) {
+                Err(NodeError::BudgetExceeded { cost, budget }) => {
+                    assert_eq!((cost, budget.spent, budget.budget), (0.6, 0.5, 1.0));
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+            assert_eq!(s.budget("alice", "patients", 1.0).unwrap().spent, 0.5);
+            // A session charged twice is refused by the store.
+            assert!(s.spend_budget("s1", "alice", "patients", 0.1, 1.0).is_err());
+            // The operator raises the budget: the same query now fits.
+            s.set_budget("alice", "patients", 2.0).unwrap();
+            assert!(s.set_budget("alice", "patients", f64::NAN).is_err());
+            s.create_session("s2", "a", "{}", "q").unwrap();
+            s.spend_budget("s2", "alice", "patients", 0.6, 1.0).unwrap();
+            // s2 fails before it started: refunded. s1 ran: not refunded.
+            assert!(s.set_session_state("s2", SessionState::Failed, Some("party c refused")).unwrap());
+            assert!(s.set_session_state("s1", SessionState::Running, None).unwrap());
+            assert!(s.set_session_state("s1", SessionState::Failed, Some("party c crashed")).unwrap());
+        }
+        // Persisted across a reopen (a restart).
+        let s = Store::open(&path).unwrap();
+        let b = s.budget("alice", "patients", 1.0).unwrap();
+        assert_eq!((b.spent, b.budget), (0.5, 2.0));
+        let all = s.list_budgets(1.0).unwrap();
+        let keys: Vec<(&str, &str)> = all.iter().map(|b| (b.analyst.as_str(), b.dataset.as_str())).collect();
+        assert_eq!(keys, [("alice", "patients"), ("alice", "visits"), ("bob", "patients")]);
+        let kinds: Vec<String> = s.recent_events(50).unwrap().into_iter().map(|e| e.kind).collect();
+        assert!(kinds.iter().any(|k| k == "budget.refunded") && kinds.iter().any(|k| k == "budget.spent"), "{kinds:?}");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -47,11 +47,13 @@ pub mod input_check;
 pub mod order;
 pub mod parse;
 pub mod plan;
+pub mod privacy;
 pub mod schema;
 
 pub use finalize::{finalize, finalize_with};
 pub use parse::parse;
 pub use plan::choose_domain;
+pub use privacy::{privacy_clause, PrivacyParam};
 
 /// Everything that can go wrong in this crate. Every message is meant for the
 /// analyst or the schema author: it names the offending column, SQL fragment

@@ -42,7 +42,10 @@ const FRACTION_DIGITS: u32 = 6;
 /// a semicolon) against `schema`.
 ///
 /// Errors quote the offending SQL fragment with its 1-based line and column.
+/// A trailing `WITH PRIVACY (...)` clause is checked and ignored here (read
+/// it with [`crate::privacy::privacy_clause`]).
 pub fn parse(sql: &str, schema: &Schema) -> Result<Query, QueryError> {
+    let (sql, _) = crate::privacy::privacy_clause(sql)?;
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))?;
     let ctx = Ctx { sql, schema, alias: None };
     let statement = match statements.as_slice() {

@@ -38,7 +38,10 @@ use concord_query::{Domain, Query, ResultTable, Schema, StatsPlan};
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+pub mod privacy;
 pub mod seal;
+
+pub use privacy::{DpPlan, Privacy, PrivacyReport};
 
 /// Errors of session planning, execution and reconstruction.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,7 @@ pub enum SchemeChoice {
 }
 
 /// What the analyst asks for besides the query (all optional).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionOptions {
     /// Shamir threshold t (default (n-1)/2; n-1 selects additive sharing).
@@ -112,10 +115,13 @@ pub struct SessionOptions {
     /// Order method for MIN/MAX/MEDIAN/PERCENTILE_CONT: `auto`, `search` or `sort`.
     #[serde(default)]
     pub order_method: Option<String>,
+    /// Differential privacy (else the query's `WITH PRIVACY` clause, if any).
+    #[serde(default)]
+    pub privacy: Option<Privacy>,
 }
 
 /// The public description of one session's computation; identical at every party.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
     /// The query.
@@ -140,6 +146,9 @@ pub struct SessionSpec {
     /// The interactive phase uses the oblivious sort (else domain search).
     #[serde(default)]
     pub order_sort: bool,
+    /// Differential privacy: every party adds noise before sharing (see [`privacy`]).
+    #[serde(default)]
+    pub privacy: Option<Privacy>,
 }
 
 /// Choose the scheme from a threshold and a scheme choice.
@@ -233,6 +242,9 @@ impl SessionSpec {
         }
         let schema = Schema::from_toml(schema_toml).map_err(|e| invalid(format!("schema: {e}")))?;
         let query = concord_query::parse(sql, &schema).map_err(invalid)?;
+        if let Some(p) = privacy::resolve(sql, opts.privacy)? {
+            return Self::plan_private(schema_toml, &schema, &query, sql, parties, opts, p);
+        }
         let plan = query.plan(&schema);
         let scheme = choose_scheme(parties, opts.threshold, opts.scheme)?;
         let min_group_size = opts.min_group_size.or(schema.min_group_size);
@@ -265,6 +277,7 @@ impl SessionSpec {
                 input_check: None,
                 reveal_final: true,
                 order_sort: false,
+                privacy: None,
             });
         }
         let policy = choose_input_check(asked_check, scheme, parties)?;
@@ -283,6 +296,59 @@ impl SessionSpec {
             input_check: check.then(|| policy.name().to_owned()),
             reveal_final: false,
             order_sort: order.as_ref().is_some_and(|o| matches!(o.method, OrderMethod::ObliviousSort { .. })),
+            privacy: None,
+        })
+    }
+
+    /// [`SessionSpec::plan`] of a differentially private query: refuses the
+    /// options that do not combine with noise, and checks the query is covered.
+    fn plan_private(
+        schema_toml: &str,
+        schema: &Schema,
+        query: &Query,
+        sql: &str,
+        parties: usize,
+        opts: &SessionOptions,
+        p: Privacy,
+    ) -> Result<SessionSpec, SessionError> {
+        if opts.reveal_final {
+            return Err(invalid(
+                "differential privacy adds noise to the revealed sums: it cannot combine with reveal final",
+            ));
+        }
+        if opts.min_group_size.is_some_and(|k| k > 0) {
+            return Err(invalid(
+                "differential privacy protects small groups by its noise; a minimum group size cannot be combined \
+                 with it (suppressing a group would itself reveal that it is small)",
+            ));
+        }
+        if opts.input_check.as_deref().is_some_and(|c| c != "off") {
+            return Err(invalid(
+                "the input check runs on un-noised statistics and cannot be combined with differential privacy yet; \
+                 use input check off",
+            ));
+        }
+        if opts.order_method.as_deref().is_some_and(|m| m == "sort") {
+            return Err(invalid("order method sort: a differentially private query has no order statistics"));
+        }
+        let scheme = choose_scheme(parties, opts.threshold, opts.scheme)?;
+        let plan = privacy::dp_stats_plan(query, schema);
+        DpPlan::new(p, query, schema, &plan, parties, tolerated(scheme, parties))?;
+        privacy::check_domain(&plan, schema, parties)?;
+        Ok(SessionSpec {
+            sql: sql.to_owned(),
+            schema_toml: schema_toml.to_owned(),
+            parties,
+            threshold: match scheme {
+                Scheme::Shamir { t } => Some(t),
+                _ => None,
+            },
+            m127: true,
+            min_group_size: None,
+            input_check: None,
+            reveal_final: false,
+            order_sort: false,
+            privacy: Some(p),
         })
     }
 
@@ -295,6 +361,9 @@ impl SessionSpec {
         let n = self.parties;
         if n < 2 {
             return Err(invalid(format!("a session needs at least two parties, got {n}")));
+        }
+        if let Some(p) = self.privacy {
+            return self.prepare_private(schema, query, p);
         }
         if self.reveal_final {
             let fplan = FinalPlan::new(&query, &schema, &plan, n)?;
@@ -309,6 +378,7 @@ impl SessionSpec {
                 final_plan: Some(fplan),
                 scheme: Scheme::Shamir { t: 1 },
                 domain: Domain::M61,
+                dp: None,
             });
         }
         let scheme = match self.threshold {
@@ -325,7 +395,66 @@ impl SessionSpec {
         let check =
             if policy == InputCheck::Off { None } else { Some(CheckPlan::new(&schema, &plan).map_err(invalid)?) };
         let domain = if self.m127 { Domain::M127 } else { Domain::M61 };
-        Ok(Prepared { spec: self.clone(), schema, query, plan, order, check, policy, final_plan: None, scheme, domain })
+        Ok(Prepared {
+            spec: self.clone(),
+            schema,
+            query,
+            plan,
+            order,
+            check,
+            policy,
+            final_plan: None,
+            scheme,
+            domain,
+            dp: None,
+        })
+    }
+
+    /// [`SessionSpec::prepare`] of a differentially private specification:
+    /// the clause and the parameter agree, nothing else is asked for, the
+    /// field is GF(2^127 - 1).
+    fn prepare_private(&self, schema: Schema, query: Query, p: Privacy) -> Result<Prepared, SessionError> {
+        let n = self.parties;
+        if privacy::resolve(&self.sql, Some(p))? != Some(p) {
+            return Err(invalid("the privacy parameter disagrees with the query's WITH PRIVACY clause"));
+        }
+        if self.reveal_final || self.input_check.is_some() || self.min_group_size.is_some() || self.order_sort {
+            return Err(invalid(
+                "a differentially private session has no reveal final, input check, minimum group size or sort",
+            ));
+        }
+        if !self.m127 {
+            return Err(invalid("a differentially private session computes in GF(2^127 - 1)"));
+        }
+        let scheme = match self.threshold {
+            Some(t) => Scheme::Shamir { t },
+            None => Scheme::Additive,
+        };
+        scheme.validate(n).map_err(invalid)?;
+        let plan = privacy::dp_stats_plan(&query, &schema);
+        let dp = DpPlan::new(p, &query, &schema, &plan, n, tolerated(scheme, n))?;
+        privacy::check_domain(&plan, &schema, n)?;
+        Ok(Prepared {
+            spec: self.clone(),
+            schema,
+            query,
+            plan,
+            order: None,
+            check: None,
+            policy: InputCheck::Off,
+            final_plan: None,
+            scheme,
+            domain: Domain::M127,
+            dp: Some(dp),
+        })
+    }
+}
+
+/// Colluding parties a scheme tolerates: `t` for Shamir, `n - 1` for additive sharing.
+pub fn tolerated(scheme: Scheme, n: usize) -> usize {
+    match scheme {
+        Scheme::Shamir { t } => t,
+        _ => n.saturating_sub(1),
     }
 }
 
@@ -352,6 +481,8 @@ pub struct Prepared {
     pub scheme: Scheme,
     /// The field.
     pub domain: Domain,
+    /// With differential privacy: the noise and the accuracy of the answer.
+    pub dp: Option<DpPlan>,
 }
 
 /// One party's private input to a session: its local statistics and, with
@@ -468,6 +599,8 @@ pub struct Answer {
     pub check_stats: Vec<EngineStats>,
     /// With `reveal_final`: what was computed inside MPC and revealed.
     pub reveal_final: Option<String>,
+    /// With differential privacy: the cost and every cell's accuracy.
+    pub privacy: Option<PrivacyReport>,
 }
 
 impl Answer {
@@ -487,6 +620,7 @@ impl Answer {
             check: None,
             check_stats: Vec::new(),
             reveal_final: Some(describe_final(fplan)),
+            privacy: None,
         }
     }
 }
@@ -562,8 +696,21 @@ impl Prepared {
             _ => None,
         };
         let check = self.check.as_ref().map(|plan| CheckInput { plan, policy: self.policy });
-        let out =
-            concord_analytics::party_checked(net, self.scheme, self.domain, &local.sums, input, check, rng).await?;
+        // With differential privacy, this party's noise share goes into its
+        // own statistics before they are shared (see `privacy`).
+        let noisy;
+        let sums = match &self.dp {
+            Some(dp) => {
+                let noise = dp.noise(self.plan.groups.len(), rng)?;
+                if noise.len() != local.sums.len() {
+                    return Err(invalid("the noise does not match the local statistics"));
+                }
+                noisy = local.sums.iter().zip(noise).map(|(s, e)| s + e).collect::<Vec<i128>>();
+                &noisy
+            }
+            None => &local.sums,
+        };
+        let out = concord_analytics::party_checked(net, self.scheme, self.domain, sums, input, check, rng).await?;
         Ok(ShareReport {
             party: me,
             values: out.share.expose().iter().map(|v| v.to_string()).collect(),
@@ -626,6 +773,25 @@ impl Prepared {
         }
         let refs: Vec<_> = shares.iter().collect();
         let totals = concord_analytics::reconstruct(&refs)?;
+        if let Some(dp) = &self.dp {
+            let (table, estimates) = dp.answer(&self.query, &self.schema, &self.plan, &totals)?;
+            let privacy = Some(PrivacyReport { description: dp.describe(), rho: dp.cost.value(), estimates });
+            return Ok(Answer {
+                table,
+                domain: self.domain,
+                scheme: self.scheme,
+                stats: per_party,
+                stats_per_party: self.plan.len(),
+                order: None,
+                order_revealed: order_revealed(None),
+                order_stats,
+                suppressed: 0,
+                check: None,
+                check_stats,
+                reveal_final: None,
+                privacy,
+            });
+        }
         let results = match (&self.order, &opened) {
             (Some(plan), Some(o)) => Some(o.results(plan)),
             _ => None,
@@ -645,6 +811,7 @@ impl Prepared {
             check: self.check.as_ref().map(|c| (c.describe(self.policy, n), self.policy)),
             check_stats,
             reveal_final: None,
+            privacy: None,
         })
     }
 }
