@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
@@ -35,7 +35,7 @@ pub struct AnalystSecretKey {
 
 impl AnalystSecretKey {
     /// A fresh key from `rng`.
-    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> AnalystSecretKey {
+    pub fn generate(rng: &mut impl CryptoRng) -> AnalystSecretKey {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         AnalystSecretKey { seed }

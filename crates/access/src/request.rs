@@ -55,7 +55,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -308,7 +308,7 @@ hex_bytes!(
 
 impl Nonce {
     /// A fresh nonce from `rng`.
-    pub fn random(rng: &mut (impl RngCore + CryptoRng)) -> Nonce {
+    pub fn random(rng: &mut impl CryptoRng) -> Nonce {
         let mut n = [0u8; 16];
         rng.fill_bytes(&mut n);
         Nonce(n)
@@ -568,7 +568,8 @@ pub(crate) mod tests {
 
     #[test]
     fn validate_refuses_malformed_requests() {
-        let cases: Vec<(fn(&mut Request), &str)> = vec![
+        type Case = (fn(&mut Request), &'static str);
+        let cases: Vec<Case> = vec![
             (|r| r.analyst.clear(), "malformed request: `analyst` is empty"),
             (
                 |r| r.dataset = " x".into(),

@@ -427,7 +427,8 @@ mod tests {
         let reordered: Vec<String> = vec!["b".into(), "a".into(), "c".into()];
         let e = run(&r.sql, &r.dataset, &reordered, &r.options).unwrap_err();
         assert_eq!(e, "the signature does not cover the parties: signed a,b,c, about to run b,a,c");
-        let cases: Vec<(fn(&mut RequestOptions), &str)> = vec![
+        type Case = (fn(&mut RequestOptions), &'static str);
+        let cases: Vec<Case> = vec![
             (|o| o.threshold = None, "the threshold: signed 1, about to run (absent)"),
             (|o| o.scheme = Some(Scheme::Additive), "the scheme: signed shamir, about to run additive"),
             (|o| o.input_check = Some(InputCheck::Reject), "the input check: signed clamp, about to run reject"),
