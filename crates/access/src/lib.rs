@@ -31,6 +31,61 @@
 //! control and authorisation at every peer, the request-to-session
 //! translation, and accountability (every decision refers to the request
 //! hash).
+//!
+//! # Flow at one node
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use concord_access::*;
+//! use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+//!
+//! let mut rng = ChaCha20Rng::seed_from_u64(7);
+//! // The analyst (CLI): a key, registered on every node, then a signed request.
+//! let key = AnalystSecretKey::generate(&mut rng);
+//! let now = 1_767_225_600_000;
+//! let request = Request {
+//!     version: REQUEST_VERSION,
+//!     analyst: "alice".into(),
+//!     sql: "SELECT region, AVG(bmi) FROM patients GROUP BY region".into(),
+//!     dataset: "patients".into(),
+//!     parties: vec!["a".into(), "b".into()],
+//!     options: RequestOptions { min_group_size: Some(2), ..Default::default() },
+//!     recipient: RecipientKey([1; 32]), // the analyst's X25519 key for this query
+//!     nonce: Nonce::random(&mut rng),
+//!     issued_at_ms: now,
+//!     expires_at_ms: now + 300_000,
+//! };
+//! let json = sign(request, &key).to_json()?;
+//!
+//! // A node: verify, parse the query, decide.
+//! let mut analysts = BTreeMap::new();
+//! analysts.insert(
+//!     "alice".to_string(),
+//!     AnalystRecord { key: key.public_key(), role: "researcher".into(), revoked: false },
+//! );
+//! let mut nonces = MemoryReplayGuard::new(); // a node persists these
+//! let signed = SignedRequest::from_json(&json)?;
+//! let verified = verify(&signed, &analysts, now + 1_000, &mut nonces, 600_000)?;
+//! let schema = concord_query::Schema::from_toml(
+//!     "table = \"patients\"\n[[column]]\nname = \"bmi\"\ntype = \"int\"\nmin = 10\nmax = 80\n\
+//!      [[column]]\nname = \"region\"\ntype = \"category\"\nvalues = [\"n\", \"s\"]\n",
+//! ).map_err(|e| e.to_string())?;
+//! let query = concord_query::parse(&verified.request().sql, &schema).map_err(|e| e.to_string())?;
+//! let policy = Policy::from_toml(
+//!     "[defaults]\nmin_group_size = 10\n[[rule]]\nname = \"r\"\nroles = [\"researcher\"]\n\
+//!      datasets = [\"patients\"]\ncolumns = [\"bmi\"]\nfunctions = [\"AVG\"]\ngroup_by_columns = [\"region\"]\n",
+//! )?;
+//! let decision = policy.evaluate(&verified.facts(&schema, &query)?, &Usage { queries_today: 0 });
+//! let Decision::Allow(allowed) = &decision else { panic!("{}", decision.explain()) };
+//! assert_eq!(allowed.min_group_size, 10); // raised from the requested 2
+//!
+//! // Before running the session the coordinator built (minimum group size raised):
+//! let r = verified.request();
+//! let session = RequestOptions { min_group_size: Some(allowed.min_group_size), ..r.options.clone() };
+//! verified.check_covers(&r.sql, &r.dataset, &r.parties, &session)?;
+//! allowed.check_session(session.min_group_size, session.epsilon)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod keys;
 pub mod policy;
@@ -136,6 +191,16 @@ pub enum AccessError {
         signed: String,
         /// The value about to run.
         run: String,
+    },
+    /// A session is weaker than this node's policy decision requires.
+    #[error("the session's {what} is {session}, but this node's policy requires {required}")]
+    BelowPolicy {
+        /// The setting (`minimum group size`, `epsilon`).
+        what: &'static str,
+        /// What the policy requires.
+        required: String,
+        /// What the session has.
+        session: String,
     },
     /// A policy file cannot be read (the message names the line).
     #[error("policy: {0}")]

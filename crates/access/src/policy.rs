@@ -33,9 +33,10 @@
 //! **Minimum group size.** A request asking for a smaller minimum group size
 //! than the policy's is *raised*, not refused: the decision reports the
 //! effective size (the larger of the request's, or else the schema's, and
-//! the policy's). The coordinator puts it into the session, and every node
-//! checks the session's value with [`crate::VerifiedRequest::check_covers`]
-//! (raising is allowed, lowering is not).
+//! the policy's). The coordinator puts it into the session; every node checks
+//! the session against its own decision ([`Allowed::check_session`]) and
+//! against the signed request ([`crate::VerifiedRequest::check_covers`]:
+//! raising is allowed, lowering is not).
 //!
 //! **Epsilon.** The request's epsilon, or else the rule's `epsilon_default`;
 //! with `max_epsilon` a larger one, or none at all, is denied. Budgets are
@@ -52,26 +53,10 @@ use crate::request::{Epsilon, RequestOptions};
 use crate::{line_at, AccessError, VerifiedRequest};
 
 /// The aggregate function names a policy may list (`COUNT` covers `COUNT(*)`).
+#[rustfmt::skip]
 pub const FUNCTIONS: &[&str] = &[
-    "COUNT",
-    "SUM",
-    "AVG",
-    "VAR_POP",
-    "VAR_SAMP",
-    "STDDEV_POP",
-    "STDDEV_SAMP",
-    "COVAR_POP",
-    "COVAR_SAMP",
-    "CORR",
-    "REGR_SLOPE",
-    "REGR_INTERCEPT",
-    "REGR_R2",
-    "LINREG",
-    "HISTOGRAM",
-    "MIN",
-    "MAX",
-    "MEDIAN",
-    "PERCENTILE_CONT",
+    "COUNT", "SUM", "AVG", "VAR_POP", "VAR_SAMP", "STDDEV_POP", "STDDEV_SAMP", "COVAR_POP", "COVAR_SAMP", "CORR",
+    "REGR_SLOPE", "REGR_INTERCEPT", "REGR_R2", "LINREG", "HISTOGRAM", "MIN", "MAX", "MEDIAN", "PERCENTILE_CONT",
 ];
 
 /// A privacy budget per analyst and dataset, carried unchanged to the DP code.
@@ -642,6 +627,30 @@ impl fmt::Display for DenyReason {
     }
 }
 
+impl Allowed {
+    /// For a participating node: refuses a session that is weaker than this
+    /// decision requires, i.e. whose minimum group size (absent = 0) is below
+    /// [`Allowed::min_group_size`], or, when this node set an epsilon, whose
+    /// epsilon is absent or larger. (The coordinator's own decision may be
+    /// stricter; every node checks its own.)
+    pub fn check_session(&self, min_group_size: Option<u64>, epsilon: Option<Epsilon>) -> Result<(), AccessError> {
+        let below = |what: &'static str, required: String, session: String| {
+            Err(AccessError::BelowPolicy { what, required, session })
+        };
+        if min_group_size.unwrap_or(0) < self.min_group_size {
+            let session = min_group_size.map_or("absent".into(), |m| m.to_string());
+            return below("minimum group size", format!("at least {}", self.min_group_size), session);
+        }
+        if let Some(required) = self.epsilon {
+            if epsilon.is_none_or(|e| e > required) {
+                let session = epsilon.map_or("absent".into(), |e| e.to_string());
+                return below("epsilon", format!("at most {required}"), session);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Decision {
     /// Whether the request may run (possibly after approvals).
     pub fn is_allowed(&self) -> bool {
@@ -796,6 +805,25 @@ epsilon_default = 0.25
         assert_eq!(a.epsilon, Some(Epsilon::new(1.0).unwrap()));
         assert!(a.epsilon_from_policy);
         assert_eq!(a.budget, Some(Budget::Rho(0.5)));
+        let half = Epsilon::new(0.5).unwrap();
+        assert_eq!(a.check_session(Some(5), Some(half)), Ok(()));
+        let e = |r: Result<(), AccessError>| r.unwrap_err().to_string();
+        assert_eq!(
+            e(a.check_session(Some(4), Some(half))),
+            "the session's minimum group size is 4, but this node's policy requires at least 5"
+        );
+        assert_eq!(
+            e(a.check_session(None, Some(half))),
+            "the session's minimum group size is absent, but this node's policy requires at least 5"
+        );
+        assert_eq!(
+            e(a.check_session(Some(9), Some(Epsilon::new(1.5).unwrap()))),
+            "the session's epsilon is 1.5, but this node's policy requires at most 1.0"
+        );
+        assert_eq!(
+            e(a.check_session(Some(9), None)),
+            "the session's epsilon is absent, but this node's policy requires at most 1.0"
+        );
         assert_eq!(
             d.explain(),
             "ALLOW by rule `researchers-patients`\n  minimum group size: 5 (raised from the requested 2)\n  \
@@ -840,6 +868,13 @@ epsilon_default = 0.25
         for (analyst, role, sql, today, want) in cases {
             assert_eq!(denial(decide(analyst, role, sql, &none, today)), want, "{sql}");
         }
+        let mut other_dataset = facts("alice", "researcher", "SELECT COUNT(*) FROM patients", &none);
+        other_dataset.dataset = "staff".into();
+        let d = Policy::from_toml(POLICY).unwrap().evaluate(&other_dataset, &Usage::default());
+        assert_eq!(
+            denial(d),
+            "DENY (default): no rule allows analyst `alice` (role `researcher`) to query dataset `staff`"
+        );
         let big = RequestOptions { epsilon: Some(Epsilon::new(0.75).unwrap()), ..Default::default() };
         assert_eq!(
             denial(decide("carol", "auditor", "SELECT COUNT(*) FROM patients", &big, 0)),

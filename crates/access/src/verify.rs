@@ -310,6 +310,10 @@ mod tests {
         let mut unsigned = signed.clone();
         unsigned.signature.clear();
         assert_eq!(check(&unsigned, &reg, NOW).unwrap_err().to_string(), "the request is not signed (empty signature)");
+        let mut json: serde_json::Value = serde_json::from_str(&signed.to_json().unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("signature");
+        let no_field = SignedRequest::from_json(&json.to_string()).unwrap();
+        assert_eq!(check(&no_field, &reg, NOW).unwrap_err(), AccessError::Unsigned);
         let mut short = signed.clone();
         short.signature.truncate(10);
         assert_eq!(
