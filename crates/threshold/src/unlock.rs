@@ -59,6 +59,7 @@ struct InnerShape {
 
 #[derive(Deserialize)]
 struct DealerShape {
+    params: Params,
     polynomial: Vec<IgnoredAny>,
 }
 
@@ -74,6 +75,7 @@ fn import_state<P: serde::de::DeserializeOwned>(
     let (n, t, i) = (usize::from(s.n), usize::from(s.t), shape.inner);
     check_index(what, s.me, s.n)?;
     let ok = params(s.n, s.t)? == i.params
+        && i.dealer.params == i.params
         && i.index + 1 == usize::from(s.me)
         && i.dealer.polynomial.len() == t
         && i.commitments.is_none_or(|c| c.len() == n)
