@@ -59,7 +59,7 @@ struct RoundState<P> {
     me: u16,
     n: u16,
     t: u16,
-    /// Round 1: our own broadcast (it enters the digest of all broadcasts).
+    /// Our own round-1 broadcast (it enters the digest of all broadcasts).
     own: Option<Round1Msg>,
     /// Round 2: digest of every member's round-1 broadcast, as we saw them.
     #[serde(with = "hex_serde")]
@@ -197,7 +197,7 @@ fn round2_common(
     let (package, out) =
         part2(s.package.clone(), &to_frost_map(received, |m| m.0.clone())?).map_err(|e| frost_err(step, e))?;
     let out = from_frost_map(step, out, |package| Round2Msg { package, round1_digest: digest })?;
-    Ok((RoundState { me: s.me, n: s.n, t: s.t, own: None, digest, package }, out))
+    Ok((RoundState { me: s.me, n: s.n, t: s.t, own: s.own.clone(), digest, package }, out))
 }
 
 /// DKG round 2: given every other member's round-1 message (keyed by sender), returns our
@@ -219,6 +219,12 @@ fn check_round2(
 ) -> Result<(BTreeMap<Identifier, round1::Package>, BTreeMap<Identifier, round2::Package>)> {
     check_senders(step, s.me, s.n, round1)?;
     check_senders(step, s.me, s.n, round2)?;
+    let own = s.own.as_ref().ok_or_else(|| decode_err(step, "round-2 state without our own broadcast"))?;
+    if round1_digest(s.me, s.n, own, round1)? != s.digest {
+        return Err(ThresholdError::InvalidParameters(format!(
+            "{step}: the round-1 messages differ from those of round 2"
+        )));
+    }
     if let Some((&participant, _)) = round2.iter().find(|(_, m)| m.round1_digest != s.digest) {
         return Err(ThresholdError::InconsistentBroadcast { step, participant });
     }

@@ -182,6 +182,12 @@ fn dkg_errors_name_the_participant() {
     }
     let mut for1: BTreeMap<u16, Round2Msg> = [(2, r2[&2][&1].clone()), (3, r2[&3][&1].clone())].into();
     dkg_finish(&secrets[0], &others(&msgs, 1), &for1).unwrap();
+    let mut changed = others(&msgs, 1);
+    changed.insert(2, msgs[&3].clone());
+    assert_eq!(
+        dkg_finish(&secrets[0], &changed, &for1).unwrap_err().to_string(),
+        "invalid consortium parameters: DKG finish: the round-1 messages differ from those of round 2"
+    );
     for1.insert(2, r2[&3][&1].clone());
     let err = dkg_finish(&secrets[0], &others(&msgs, 1), &for1).unwrap_err();
     assert_eq!(err.to_string(), "DKG finish: participant 2 misbehaved: Invalid secret share.");
@@ -286,6 +292,19 @@ fn repair_rebuilds_a_lost_share() {
         repair_finish(lost, &bad, &group).unwrap_err().to_string(),
         "repair: the recovered share of participant 4 does not match its verifying share in the group key (a helper sent a wrong value, or the helpers differ)"
     );
+    let garbage: RepairSigma = serde_json::from_str(&format!("\"{}\"", "ff".repeat(32))).unwrap();
+    bad.insert(2, garbage);
+    assert_eq!(
+        repair_finish(lost, &bad, &group).unwrap_err().to_string(),
+        "repair finish: participant 2 misbehaved: malformed sigma"
+    );
+    let garbage: RepairDelta = serde_json::from_str(&format!("\"{}\"", "ff".repeat(32))).unwrap();
+    let mut bad_deltas = deltas[&1].clone();
+    bad_deltas.insert(5, garbage);
+    assert_eq!(
+        repair_round2(&bad_deltas).unwrap_err().to_string(),
+        "repair round 2: participant 5 misbehaved: malformed delta"
+    );
     bad.remove(&2);
     assert_eq!(
         repair_finish(lost, &bad, &group).unwrap_err().to_string(),
@@ -308,7 +327,7 @@ fn repair_rebuilds_a_lost_share() {
 #[test]
 fn secrets_are_redacted_and_checked_on_import() {
     let mut rng = ChaCha20Rng::seed_from_u64(10);
-    let (shares, _) = dkg(3, 2, &mut rng);
+    let (shares, group) = dkg(3, 2, &mut rng);
     assert_eq!(format!("{:?}", shares[1]), "KeyShare { index: 2, share: [redacted] }");
     let (nonces, _) = sign_round1(&shares[0], &mut rng);
     assert_eq!(format!("{nonces:?}"), "Nonces([redacted])");
@@ -324,6 +343,13 @@ fn secrets_are_redacted_and_checked_on_import() {
     assert_eq!(
         KeyShare::import_secret(&json).unwrap_err().to_string(),
         "cannot decode key share: the identifier does not match the index"
+    );
+    // A group key with a threshold of 1.
+    let mut g = serde_json::to_value(&group).unwrap();
+    g["min_signers"] = 1.into();
+    assert_eq!(
+        serde_json::from_value::<GroupKey>(g).unwrap_err().to_string(),
+        "cannot decode group key: members must be 1..=n with a threshold 2 <= t <= n"
     );
     // A verifying share that is not the signing share's.
     let mut v: serde_json::Value = serde_json::from_str(&shares[0].export_secret().unwrap()).unwrap();
