@@ -74,8 +74,9 @@ use zeroize::Zeroizing;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ThresholdError {
-    /// `n` or `t` (or a member list) is not usable.
-    #[error("invalid consortium parameters: {0}")]
+    /// The arguments are not usable together: `n` and `t`, a member list, a key share and a
+    /// group key, the message sets of two rounds.
+    #[error("invalid arguments: {0}")]
     InvalidParameters(String),
     /// An index outside `1..=n`.
     #[error("{step}: participant {index} is not a member (indices are 1..={n})")]
@@ -390,7 +391,7 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Consortium>(&json).unwrap(), c);
         let err = Consortium::new(names(&["a", "b", "a"]), 2).unwrap_err();
-        assert_eq!(err.to_string(), "invalid consortium parameters: member name \"a\" appears twice");
+        assert_eq!(err.to_string(), "invalid arguments: member name \"a\" appears twice");
         let err = Consortium::new(names(&["a", "b"]), 3).unwrap_err();
         assert!(err.to_string().contains("got n = 2, threshold = 3"), "{err}");
         let err = Consortium::new(names(&["a", ""]), 2).unwrap_err();

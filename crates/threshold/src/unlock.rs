@@ -355,7 +355,7 @@ impl UnlockShare {
         check_index(WHAT, r.index, r.public_key.n())?;
         ActiveParticipant::new(r.public_key.0, usize::from(r.index - 1), r.secret_share)
             .map(Self)
-            .map_err(|e| decode_err(WHAT, e.to_string()))
+            .map_err(|_| decode_err(WHAT, "the secret share does not match the member's public key share"))
     }
 }
 

@@ -186,7 +186,7 @@ fn dkg_errors_name_the_participant() {
     changed.insert(2, msgs[&3].clone());
     assert_eq!(
         dkg_finish(&secrets[0], &changed, &for1).unwrap_err().to_string(),
-        "invalid consortium parameters: DKG finish: the round-1 messages differ from those of round 2"
+        "invalid arguments: DKG finish: the round-1 messages differ from those of round 2"
     );
     for1.insert(2, r2[&3][&1].clone());
     let err = dkg_finish(&secrets[0], &others(&msgs, 1), &for1).unwrap_err();
@@ -260,7 +260,7 @@ fn refresh_keeps_the_group_key_and_old_shares_do_not_mix() {
     let (_, foreign) = dkg(5, 3, &mut rng);
     assert_eq!(
         refresh_round1(&new[0], &foreign, &mut rng).unwrap_err().to_string(),
-        "invalid consortium parameters: the key share is not of this group key"
+        "invalid arguments: the key share is not of this group key"
     );
 }
 
@@ -316,7 +316,7 @@ fn repair_rebuilds_a_lost_share() {
     );
     assert_eq!(
         repair_round1(&shares[0], &[1, 2, 4], lost, &mut rng).unwrap_err().to_string(),
-        "invalid consortium parameters: participant 4 cannot help repair its own share"
+        "invalid arguments: participant 4 cannot help repair its own share"
     );
     assert_eq!(
         repair_round1(&shares[0], &[1, 2, 2], lost, &mut rng).unwrap_err().to_string(),
