@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: node::PeerCommand,
     },
+    /// Analysts' differential privacy budgets on this node's datasets.
+    Budget {
+        #[command(subcommand)]
+        command: node::BudgetCommand,
+    },
     /// Run the node: HTTP API, dashboard and peer port (sessions, heartbeats) until Ctrl-C or SIGTERM.
     Node(node::NodeArgs),
     /// Ask a node to run a query as a session with other nodes; reconstruct the answer here.
@@ -69,6 +74,7 @@ fn main() -> Result<()> {
         Command::Init(args) => node::init(args),
         Command::Dataset { command } => node::dataset(command),
         Command::Peer { command } => node::peer(command),
+        Command::Budget { command } => node::budget(command),
         Command::Node(args) => node::node(args),
         Command::Query(args) => query::query(args),
         Command::RunParty(args) => run::run_party(args),

@@ -77,6 +77,77 @@ pub enum DatasetCommand {
     },
 }
 
+/// `concord budget` subcommands.
+#[derive(Subcommand, Clone, Debug)]
+pub enum BudgetCommand {
+    /// Every analyst's privacy budget, spent and remaining, per dataset (zCDP rho, and (epsilon, 1e-6)).
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Set an analyst's budget on a dataset (replaces the default of `[privacy] budget_rho`).
+    Set {
+        /// The analyst's name.
+        #[arg(long)]
+        analyst: String,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The budget, in zCDP rho (an epsilon-DP query costs epsilon^2 / 2 at most).
+        #[arg(long)]
+        rho: f64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// `concord budget ...`.
+pub fn budget(command: BudgetCommand) -> Result<()> {
+    match command {
+        BudgetCommand::List { dir } => {
+            let (config, store) = open_node(&dir.dir)?;
+            let default = config.privacy.budget_rho;
+            println!("Default budget per analyst and dataset: rho {default}");
+            let list = store.list_budgets(default)?;
+            if list.is_empty() {
+                println!("No differentially private query has run here, and no budget was set.");
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<20} {:>10} {:>10} {:>10}  REMAINING (epsilon, 1e-6)",
+                "ANALYST", "DATASET", "SPENT", "BUDGET", "LEFT"
+            );
+            for b in list {
+                let eps = concord_dp::Rho::new(b.remaining())
+                    .and_then(|r| r.epsilon_at(1e-6))
+                    .map_or_else(|_| "?".to_owned(), |e| format!("{e:.4}"));
+                println!(
+                    "{:<20} {:<20} {:>10.6} {:>10.6} {:>10.6}  {eps}",
+                    b.analyst,
+                    b.dataset,
+                    b.spent,
+                    b.budget,
+                    b.remaining()
+                );
+            }
+            Ok(())
+        }
+        BudgetCommand::Set { analyst, dataset, rho, dir } => {
+            concord_node::config::check_name(&analyst).map_err(|e| anyhow::anyhow!("analyst name {analyst:?}: {e}"))?;
+            concord_node::config::check_name(&dataset).map_err(|e| anyhow::anyhow!("dataset name {dataset:?}: {e}"))?;
+            let (_, mut store) = open_node(&dir.dir)?;
+            store.set_budget(&analyst, &dataset, rho)?;
+            let b = store.budget(&analyst, &dataset, rho)?;
+            println!(
+                "Budget of {analyst:?} on {dataset:?}: rho {rho} ({:.6} spent, {:.6} left)",
+                b.spent,
+                b.remaining()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// `concord peer` subcommands.
 #[derive(Subcommand, Clone, Debug)]
 pub enum PeerCommand {

@@ -164,6 +164,36 @@ fn private_queries_through_nodes_spend_and_enforce_budgets() {
     let done_here = sessions(&apis[1]).iter().filter(|s| s["state"] == "done").count();
     assert!(done_here >= 4, "{done_here}");
 
+    // b's operator raises alice's budget on b: the refused query now runs.
+    let set = ok(&concord(&[
+        "budget",
+        "set",
+        "--analyst",
+        "alice",
+        "--dataset",
+        "patients",
+        "--rho",
+        "0.5",
+        "--dir",
+        &dirs[1],
+    ]));
+    assert!(set.contains("0.375000 left"), "{set}");
+    ok(&query(&apis[0], "SELECT COUNT(*) FROM patients", &parties, &["--analyst", "alice", "--epsilon", "0.5"]));
+    let list = ok(&concord(&["budget", "list", "--dir", &dirs[1]]));
+    assert!(list.contains("alice") && list.contains("0.250000") && list.contains("0.500000"), "{list}");
+    let err = fails(&concord(&[
+        "budget",
+        "set",
+        "--analyst",
+        "alice",
+        "--dataset",
+        "patients",
+        "--rho=-1",
+        "--dir",
+        &dirs[1],
+    ]));
+    assert!(err.contains("a budget must be a number >= 0"), "{err}");
+
     // What is refused is refused before anything runs: a query DP cannot cover.
     let err = fails(&query(&apis[0], "SELECT MEDIAN(age) FROM patients", &parties, &["--epsilon", "1"]));
     assert!(err.contains("MEDIAN(age) is not supported"), "{err}");
