@@ -17,9 +17,10 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use crate::run::{
-    choose_scheme, execute, execute_with, local_inputs, local_statistics, plan_order, value_text, OrderMethodArg,
-    PartySpec, Phases,
+    choose_scheme, execute, execute_with, local_inputs, local_statistics, plan_order, run_session, value_text,
+    OrderMethodArg, PartySpec, Phases,
 };
+use concord_session::SessionOptions;
 
 const SCHEMA: &str = r#"
 table = "patients"
@@ -426,6 +427,32 @@ pub fn run() -> Result<()> {
             out.seconds * 1e3
         );
         last = Some(out);
+    }
+    // The same question with differential privacy: every hospital adds noise to
+    // its sums before sharing them, so not even the opened totals are exact.
+    let sql = "SELECT sex, COUNT(*), AVG(age) FROM patients GROUP BY sex WITH PRIVACY (epsilon = 1)";
+    let out = run_session(SCHEMA, sql, &SessionOptions::default(), &parties)?;
+    println!(
+        "{}. The same kind of question with differential privacy (noise added before sharing)",
+        queries().len() + 1
+    );
+    println!("   {sql}");
+    if let Some(p) = &out.privacy {
+        for c in &p.estimates {
+            let sex = out.table.rows.get(c.row).and_then(|r| r.first()).map(value_text).unwrap_or_default();
+            let rows: Vec<&Patient> = pooled.iter().filter(|r| r.female == (sex == "F")).collect();
+            let exact = if c.column == "COUNT(*)" { rows.len() as f64 } else { mean(&col(&rows, |p| p.age as f64)) };
+            let e = &c.estimate;
+            // A noisy answer cannot match; it must be within a few noise scales.
+            all_ok &= (e.value - exact).abs() <= 10.0 * e.noise_scale;
+            println!(
+                "     sex = {sex:<2} {:<10} noisy {:<12.3} ± {:<8.3} 95% CI [{:.3}, {:.3}]   plaintext {exact:.3}",
+                c.column, e.value, e.noise_scale, e.ci95.0, e.ci95.1
+            );
+        }
+        println!("   [{}]\n", p.description);
+    } else {
+        all_ok = false;
     }
     if let Some(out) = last {
         println!("What riverside actually received from st-marys in the last query: Shamir shares such as");

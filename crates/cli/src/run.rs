@@ -205,8 +205,14 @@ fn session_options(args: &RunArgs) -> SessionOptions {
 /// A run through the session layer in this process (one thread per party,
 /// loopback TLS): what `concord run` does with differential privacy.
 fn execute_session(args: &RunArgs, schema_toml: &str, parties: &[PartySpec]) -> Result<RunOutput> {
+    run_session(schema_toml, &args.sql, &session_options(args), parties)
+}
+
+/// Plan `sql` with `options` as a session and run it in this process (one
+/// thread per party, loopback TLS); the analyst's answer.
+pub fn run_session(schema_toml: &str, sql: &str, options: &SessionOptions, parties: &[PartySpec]) -> Result<RunOutput> {
     let n = parties.len();
-    let spec = SessionSpec::plan(schema_toml, &args.sql, n, &session_options(args))?;
+    let spec = SessionSpec::plan(schema_toml, sql, n, options)?;
     let prepared = std::sync::Arc::new(spec.prepare()?);
     let locals = parties
         .iter()

@@ -14,8 +14,11 @@ fn demo_runs_and_matches_the_plaintext() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(stdout.contains("all results match the plaintext: yes"), "{stdout}");
-    // Seven queries, each with its SQL shown; the last one needs secure comparisons.
-    assert_eq!(stdout.matches("   SELECT ").count(), 7, "{stdout}");
+    // Seven exact queries and one differentially private one, each with its SQL shown;
+    // the seventh needs secure comparisons.
+    assert_eq!(stdout.matches("   SELECT ").count(), 8, "{stdout}");
+    assert!(stdout.contains("WITH PRIVACY (epsilon = 1)") && stdout.contains("pure 1-DP"), "{stdout}");
+    assert_eq!(stdout.matches("95% CI [").count(), 4, "{stdout}");
     assert!(stdout.contains("MEDIAN(age)") && stdout.contains("over M127"), "{stdout}");
     assert!(!stdout.contains("DIFFERS"), "{stdout}");
     let matches = stdout.matches(" match").count();

@@ -279,17 +279,21 @@ impl DpPlan {
     /// What the whole query costs, in words: the parameter, the zCDP cost and
     /// its `(epsilon, delta)` equivalent, the noise and who it protects against.
     pub fn describe(&self) -> String {
-        let mech = match self.privacy {
-            Privacy::Epsilon(_) => "discrete Laplace",
-            Privacy::Rho(_) => "discrete Gaussian",
+        let (mech, guarantee) = match self.privacy {
+            Privacy::Epsilon(e) => ("discrete Laplace", format!("pure {e}-DP")),
+            Privacy::Rho(r) => {
+                let eps = Rho::new(r)
+                    .and_then(|r| r.epsilon_at(SHOWN_DELTA))
+                    .map_or_else(|_| "?".to_string(), |e| format!("{e:.4}"));
+                ("discrete Gaussian", format!("{r}-zCDP, i.e. ({eps}, {SHOWN_DELTA:e})-DP"))
+            }
         };
-        let eps = self.cost.epsilon_at(SHOWN_DELTA).map_or_else(|_| "?".to_string(), |e| format!("{e:.4}"));
         format!(
-            "{} over {} release(s), {mech} noise added by every party before opening (private against any {} \
-             colluding parties); costs rho = {:.6} (zCDP), i.e. ({eps}, {SHOWN_DELTA:e})-DP",
-            self.privacy,
+            "{guarantee} over {} release(s), {mech} noise added by every party before opening (private against \
+             any {} colluding part{}); charged rho = {:.6} to the analyst's budget on every node",
             self.releases.len(),
             self.tolerate,
+            if self.tolerate == 1 { "y" } else { "ies" },
             self.cost.value()
         )
     }
