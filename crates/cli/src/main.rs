@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod access;
 mod bench;
 mod bench_dp;
 mod demo;
@@ -44,6 +45,27 @@ enum Command {
         #[command(subcommand)]
         command: node::PeerCommand,
     },
+    /// Analysts' keys (`new`), and the analysts registered on this node (`add`, `list`, `remove`).
+    Analyst {
+        #[command(subcommand)]
+        command: access::AnalystCommand,
+    },
+    /// This node's policy: `concord policy check REQUEST.json` explains its decision on a signed request.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Sessions waiting for this node's operator: list, approve, reject, veto (also of running sessions).
+    Approvals {
+        #[command(subcommand)]
+        command: Option<access::ApprovalsCommand>,
+        /// This node's API.
+        #[arg(long, env = "CONCORD_NODE", default_value = "http://127.0.0.1:7300", global = true)]
+        node: String,
+        /// Who decides (recorded with the decision).
+        #[arg(long, env = "USER", default_value = "the operator", global = true)]
+        by: String,
+    },
     /// Analysts' differential privacy budgets on this node's datasets.
     Budget {
         #[command(subcommand)]
@@ -61,6 +83,18 @@ enum Command {
     BenchParty(bench::PartyArgs),
 }
 
+/// `concord policy` subcommands.
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Explain this node's decision on a signed request (from `concord query --request-out`), running nothing.
+    Check {
+        /// The signed request (JSON).
+        request: std::path::PathBuf,
+        #[command(flatten)]
+        dir: node::DirArg,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The node logs at info unless CONCORD_LOG says otherwise; other commands only errors.
@@ -75,6 +109,9 @@ fn main() -> Result<()> {
         Command::Dataset { command } => node::dataset(command),
         Command::Peer { command } => node::peer(command),
         Command::Budget { command } => node::budget(command),
+        Command::Analyst { command } => access::analyst(command),
+        Command::Policy { command: PolicyCommand::Check { request, dir } } => access::policy_check(&request, &dir),
+        Command::Approvals { command, node, by } => access::approvals(command, &node, &by),
         Command::Node(args) => node::node(args),
         Command::Query(args) => query::query(args),
         Command::RunParty(args) => run::run_party(args),

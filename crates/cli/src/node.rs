@@ -242,7 +242,8 @@ pub fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_node(dir: &Path) -> Result<(NodeConfig, Store)> {
+/// Open the node in `dir`: its configuration and store.
+pub fn open_node(dir: &Path) -> Result<(NodeConfig, Store)> {
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.exists() {
         bail!("{} not found: run `concord init --name NAME --dir {}` first", config_path.display(), dir.display());
@@ -544,7 +545,17 @@ pub fn node(args: NodeArgs) -> Result<()> {
             recv_timeout: Duration::from_secs(60),
         };
         let store = Arc::new(Mutex::new(store));
-        let service = Service::new(identity, advertise, store.clone(), port.clone(), timing, config.privacy.clone());
+        let mut access = config.access.clone();
+        access.policy = config.policy_in(&args.dir.dir);
+        if let Some(p) = &access.policy {
+            // Refuse to start on a policy that does not parse: better than refusing every query later.
+            concord_node::access::load_policy(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(policy = %p.display(), "access control on: signed requests and the policy are required");
+        } else {
+            tracing::warn!("access control off (no [access] policy in concord.toml): unsigned queries are accepted");
+        }
+        let service =
+            Service::new(identity, advertise, store.clone(), port.clone(), timing, config.privacy.clone(), access);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         service.spawn(stop_rx);
         let state = AppState::with_service(env!("CARGO_PKG_VERSION"), store, me, service.clone());

@@ -58,6 +58,57 @@ pub struct QueryArgs {
     pub analyst: String,
     #[command(flatten)]
     pub privacy: crate::run::PrivacyArgs,
+    /// Sign the request with this analyst secret key (`concord analyst new`);
+    /// required by nodes with a policy. `--analyst` must be the name the nodes registered it under.
+    #[arg(long, env = "CONCORD_ANALYST_KEY")]
+    pub key: Option<std::path::PathBuf>,
+    /// Validity of the signed request, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub request_ttl_secs: u64,
+    /// Write the signed request to this file and stop (for `concord policy check`).
+    #[arg(long)]
+    pub request_out: Option<std::path::PathBuf>,
+}
+
+/// The signed request for this query.
+fn signed_request(
+    args: &QueryArgs,
+    options: &SessionOptions,
+    recipient: [u8; 32],
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<Option<concord_access::SignedRequest>> {
+    let Some(path) = &args.key else { return Ok(None) };
+    let key = crate::access::read_key(path)?;
+    let dataset = match &args.dataset {
+        Some(d) => d.clone(),
+        None => from_table(&args.sql).ok_or_else(|| anyhow!("the query names no table after FROM; give --dataset"))?,
+    };
+    let now = concord_node::access::now_ms();
+    let request = concord_access::Request {
+        version: concord_access::REQUEST_VERSION,
+        analyst: args.analyst.clone(),
+        sql: args.sql.clone(),
+        dataset,
+        parties: args.parties.clone(),
+        options: concord_node::access::request_options(options).map_err(|e| anyhow!("{e}"))?,
+        recipient: concord_access::RecipientKey(recipient),
+        nonce: concord_access::Nonce::random(rng),
+        issued_at_ms: now,
+        expires_at_ms: now.saturating_add(args.request_ttl_secs.saturating_mul(1000)),
+    };
+    request.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(Some(concord_access::sign(request, &key)))
+}
+
+/// The table after FROM (the default dataset), as the node reads it.
+fn from_table(sql: &str) -> Option<String> {
+    let mut words = sql.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("from") {
+            return words.next().map(|t| t.trim_end_matches([';', ',', ')']).to_owned());
+        }
+    }
+    None
 }
 
 fn api_address(node: &str) -> String {
@@ -101,13 +152,22 @@ pub fn query(args: QueryArgs) -> Result<()> {
         order_method: Some(crate::run::order_method_name(args.order_method).to_owned()),
         privacy: args.privacy.privacy(),
     };
+    let signed = signed_request(&args, &options, key.public(), &mut rng)?;
+    if let Some(out) = &args.request_out {
+        let signed = signed.ok_or_else(|| anyhow!("--request-out needs --key: only a signed request can be checked"))?;
+        std::fs::write(out, signed.to_json().map_err(|e| anyhow!("{e}"))?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("signed request {} written to {}", signed.request.hash_hex(), out.display());
+        return Ok(());
+    }
     let request = json!({
         "sql": args.sql,
         "parties": args.parties,
-        "dataset": args.dataset,
+        "dataset": signed.as_ref().map(|s| s.request.dataset.clone()).or(args.dataset.clone()),
         "options": options,
         "analyst_key": concord_session::seal::hex(&key.public()),
         "analyst": args.analyst,
+        "request": signed,
     });
     let start = Instant::now();
     let created = call(&addr, "POST", "/api/sessions", Some(&request))?;

@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// Differential privacy: budgets and defaults.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// Access control: who may ask what (signed requests and a policy file).
+    #[serde(default)]
+    pub access: AccessConfig,
     /// Known peers (filled in by pairing).
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
@@ -94,6 +97,47 @@ impl Default for PrivacyConfig {
 
 fn default_budget_rho() -> f64 {
     DEFAULT_BUDGET_RHO
+}
+
+/// Default longest validity of a signed request, in seconds.
+pub const DEFAULT_MAX_REQUEST_LIFETIME_SECS: u64 = 3600;
+/// Default time an operator has to approve a session, in seconds.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 86_400;
+
+/// The `[access]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The policy file (TOML; relative to the node directory). When set,
+    /// every query on this node's data must come as a request signed by an
+    /// analyst registered here (`concord analyst add`) and be allowed by the
+    /// policy; when absent, the node accepts unsigned queries from whoever
+    /// reaches its API (open mode, for trials on one machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    /// Longest validity window of a signed request, in seconds.
+    #[serde(default = "default_max_request_lifetime")]
+    pub max_request_lifetime_secs: u64,
+    /// How long a session may wait for this node's operator's approval, in seconds.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            policy: None,
+            max_request_lifetime_secs: DEFAULT_MAX_REQUEST_LIFETIME_SECS,
+            approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+        }
+    }
+}
+
+fn default_max_request_lifetime() -> u64 {
+    DEFAULT_MAX_REQUEST_LIFETIME_SECS
+}
+fn default_approval_timeout() -> u64 {
+    DEFAULT_APPROVAL_TIMEOUT_SECS
 }
 
 /// A peer node, as pinned at pairing.
@@ -142,6 +186,7 @@ impl NodeConfig {
             heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
             dataset_check_secs: DEFAULT_DATASET_CHECK_SECS,
             privacy: PrivacyConfig::default(),
+            access: AccessConfig::default(),
             peers: Vec::new(),
         }
     }
@@ -199,6 +244,11 @@ impl NodeConfig {
         self.advertise_address.clone().unwrap_or_else(|| self.mpc_listen.to_string())
     }
 
+    /// The policy file, resolved against the node directory `dir`, if access control is on.
+    pub fn policy_in(&self, dir: &Path) -> Option<PathBuf> {
+        self.access.policy.as_ref().map(|p| if p.is_absolute() { p.clone() } else { dir.join(p) })
+    }
+
     /// The data directory, resolved against the node directory `dir`.
     pub fn data_dir_in(&self, dir: &Path) -> PathBuf {
         if self.data_dir.is_absolute() {
@@ -252,6 +302,15 @@ impl NodeConfig {
              require = {}\n\
              {}\n\
              \n\
+             # Access control. With a policy file, every query must be a request signed by\n\
+             # an analyst registered here (`concord analyst add`) and allowed by the policy\n\
+             # (see docs/OPERATIONS.md); without one, unsigned queries are accepted from\n\
+             # whoever reaches the API (open mode: trials on one machine only).\n\
+             [access]\n\
+             {}\n\
+             max_request_lifetime_secs = {}\n\
+             approval_timeout_secs = {}\n\
+             \n\
              # Peers, added by pairing. Each is pinned by its keys:\n\
              # [[peer]]\n\
              # name = \"hospital-b\"\n\
@@ -275,6 +334,12 @@ impl NodeConfig {
                 Some(e) => format!("default_epsilon = {e}"),
                 None => "# default_epsilon = 1.0".to_owned(),
             },
+            match &self.access.policy {
+                Some(p) => format!("policy = {}", toml_str(&p.to_string_lossy())),
+                None => "# policy = \"policy.toml\"".to_owned(),
+            },
+            self.access.max_request_lifetime_secs,
+            self.access.approval_timeout_secs,
         );
         for p in &self.peers {
             let _ = write!(

@@ -108,6 +108,12 @@ pub enum NodeError {
         /// The budget before it.
         budget: Box<crate::store::Budget>,
     },
+    /// No analyst with this name.
+    #[error("unknown_analyst: no analyst named {0:?} is registered here (or it is revoked already)")]
+    UnknownAnalyst(String),
+    /// An analyst with this name exists.
+    #[error("analyst_exists: an analyst named {0:?} is registered already")]
+    DuplicateAnalyst(String),
     /// No peer with this name.
     #[error("unknown_peer: no paired peer named {0:?}")]
     UnknownPeer(String),

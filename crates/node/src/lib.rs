@@ -26,6 +26,7 @@
 //! DIR/data/concord.db         the store (data_dir is configurable)
 //! ```
 
+pub mod access;
 pub mod config;
 pub mod dashboard;
 pub mod datasets;

@@ -583,7 +583,10 @@ impl From<ServiceError> for ApiError {
             | "invalid_dataset" => StatusCode::BAD_REQUEST,
             "peer_down" | "peer_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
             "peer_refused" | "bad_peer_reply" => StatusCode::BAD_GATEWAY,
-            "not_coordinator" | "session_finished" => StatusCode::CONFLICT,
+            "not_coordinator" | "session_finished" | "not_awaiting_approval" => StatusCode::CONFLICT,
+            "unsigned_request" | "request_refused" | "policy_denied" | "approvals_unavailable" | "policy_error" => {
+                StatusCode::FORBIDDEN
+            }
             "budget_exceeded" | "privacy_required" => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -706,6 +709,68 @@ async fn cancel_session(
     Ok(Json(session_json(&store, &rec)?))
 }
 
+/// The JSON view of a session waiting for this operator's approval: the full plan in words.
+fn approval_json(plan: &crate::service::SessionPlan) -> Value {
+    let description = plan.spec.prepare().map(|p| p.describe()).unwrap_or_else(|e| vec![format!("(unplannable: {e})")]);
+    json!({
+        "id": plan.id, "coordinator": plan.coordinator, "dataset": plan.dataset, "analyst": plan.analyst,
+        "parties": plan.parties.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "signed_request": plan.request.as_ref().map(|r| r.request.hash_hex()),
+        "description": description, "created_at": plan.created_at,
+    })
+}
+
+/// `GET /api/approvals`: sessions waiting for this node's operator.
+async fn list_approvals(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let plans = state.service()?.pending_approvals()?;
+    Ok(Json(json!({ "approvals": plans.iter().map(approval_json).collect::<Vec<_>>() })))
+}
+
+/// `POST /api/sessions/{id}/approve|veto`: the operator's decision (body: optional `{"by", "reason"}`).
+async fn decide_session(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
+    let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecisionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("{action} body: {e}")))?
+    };
+    let by = body.by.unwrap_or_else(|| "the operator".into());
+    let service = state.service()?;
+    match action.as_str() {
+        "approve" => service.approve(&id, &by).await?,
+        "veto" | "reject" => {
+            let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+            service.veto(&id, &by, &reason).await?
+        }
+        other => return Err(bad_request(format!("unknown decision {other:?}: expected approve, reject or veto"))),
+    }
+    let store = state.store()?;
+    let rec = store.session(&id)?;
+    Ok(Json(session_json(&store, &rec)?))
+}
+
+/// Body of an operator's decision.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+/// `GET /api/analysts`: the analysts registered here (public keys and roles).
+async fn list_analysts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let analysts = state.store()?.list_analysts()?;
+    let v: Vec<Value> = analysts
+        .into_iter()
+        .map(|a| json!({ "name": a.name, "public_key": a.public_key, "role": a.role, "added_at": a.added_at, "revoked_at": a.revoked_at }))
+        .collect();
+    Ok(Json(json!({ "analysts": v })))
+}
+
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -718,6 +783,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/peers", get(list_peers))
         .route("/api/pair", post(pair))
         .route("/api/budgets", get(list_budgets))
+        .route("/api/approvals", get(list_approvals))
+        .route("/api/analysts", get(list_analysts))
+        .route("/api/sessions/{id}/{decision}", post(decide_session))
         .route("/api/sessions", get(list_sessions).post(submit_session))
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/cancel", post(cancel_session))

@@ -55,7 +55,9 @@ use rand_core::{OsRng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::PrivacyConfig;
+use crate::access::{load_policy, now_ms, request_options, StoreRegistry, StoreReplay};
+use crate::config::{AccessConfig, PrivacyConfig};
+use concord_access::{Allowed, Decision, Policy, SignedRequest, Usage, VerifiedRequest};
 use crate::identity::NodeIdentity;
 use crate::store::{DatasetStatus, PeerRecord, SessionRecord, SessionState, Store};
 use crate::{hex, unhex, unix_now, NodeError};
@@ -94,8 +96,29 @@ pub struct SessionPlan {
     /// The analyst's name: privacy budgets are kept per analyst and dataset.
     #[serde(default = "anonymous")]
     pub analyst: String,
+    /// The options the coordinator planned with (after its policy's tightening);
+    /// every participant re-plans from them and must find the same computation.
+    #[serde(default)]
+    pub options: SessionOptions,
+    /// The analyst's signed request, if it came with one (required by nodes with a policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<SignedRequest>,
     /// When the coordinator created it, Unix seconds.
     pub created_at: i64,
+}
+
+/// Progress phase of a node whose operator has not approved the session yet.
+pub const AWAITING_APPROVAL: &str = "awaiting approval";
+/// Progress phase once the node's operator approved.
+pub const APPROVED: &str = "approved";
+
+fn unsigned(me: &str) -> ServiceError {
+    err(
+        "unsigned_request",
+        format!(
+            "node {me:?} requires queries signed by an analyst registered there (concord query --key KEY --analyst NAME)"
+        ),
+    )
 }
 
 /// The analyst name of requests that give none (one shared budget).
@@ -217,6 +240,11 @@ pub enum PeerRequest {
         /// Why.
         reason: String,
     },
+    /// The participant's operator approved the session (to the coordinator).
+    Approved {
+        /// Session id.
+        session: String,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -225,6 +253,8 @@ pub enum PeerRequest {
 pub enum PeerReply {
     /// Done.
     Ok,
+    /// Accepted, but the session waits for this node's operator's approval.
+    AwaitingApproval,
     /// Heartbeat answer.
     Pong {
         /// Receiver's clock.
@@ -294,6 +324,10 @@ pub struct SubmitRequest {
     /// The analyst's name (default `anonymous`); privacy budgets are kept per analyst.
     #[serde(default)]
     pub analyst: Option<String>,
+    /// The analyst's signed request (required by nodes with a policy file):
+    /// it must cover exactly the query, dataset, parties, options and key above.
+    #[serde(default)]
+    pub request: Option<SignedRequest>,
 }
 
 /// A peer's health as the failure detector sees it.
@@ -352,6 +386,7 @@ struct Shared {
     metrics: Metrics,
     slow_ms: u64,
     privacy: PrivacyConfig,
+    access: AccessConfig,
 }
 
 /// The running node's service. Cheap to clone.
@@ -416,6 +451,7 @@ impl Service {
         port: PeerPort,
         timing: Timing,
         privacy: PrivacyConfig,
+        access: AccessConfig,
     ) -> Service {
         // Test hook: hold every session this node takes part in for that long
         // once connected (so tests can kill or stop a node mid-session).
@@ -435,6 +471,7 @@ impl Service {
                 metrics: Metrics::default(),
                 slow_ms,
                 privacy,
+                access,
             }),
         }
     }
@@ -574,7 +611,12 @@ impl Service {
                 }
                 Err(e) => Err(e.into()),
             },
-            PeerRequest::Propose { plan } => self.on_propose(from, &plan),
+            PeerRequest::Propose { plan } => match self.on_propose(from, &plan) {
+                Ok(true) => return PeerReply::AwaitingApproval,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            },
+            PeerRequest::Approved { session } => self.on_approved(from, &session),
             PeerRequest::Start { session } => self.on_start(from, &session),
             PeerRequest::Cancel { session, reason, failed } => self.on_cancel(from, &session, &reason, failed),
             PeerRequest::Progress { session, phase } => self.on_progress(from, &session, &phase),
@@ -674,11 +716,20 @@ impl Service {
             .unwrap_or_default()
             .into_iter()
             .filter(|s| s.state == SessionState::Pending && s.coordinator != self.name())
-            .filter(|s| now - s.created_at > PENDING_LIMIT_SECS)
+            .filter(|s| {
+                // A session waiting for (or just given) this operator's approval has longer.
+                let waiting = matches!(self.phase_of(&s.id, self.name()).as_deref(), Some(AWAITING_APPROVAL | APPROVED));
+                let limit = if waiting {
+                    i64::try_from(self.shared.access.approval_timeout_secs).unwrap_or(i64::MAX).saturating_add(60)
+                } else {
+                    PENDING_LIMIT_SECS
+                };
+                now - s.created_at > limit
+            })
             .map(|s| s.id)
             .collect();
         for id in stale {
-            let reason = format!("the coordinator did not start the session within {PENDING_LIMIT_SECS} s");
+            let reason = "the coordinator did not start the session in time".to_owned();
             if let Ok(true) = self.store().set_session_state(&id, SessionState::Failed, Some(&reason)) {
                 tracing::warn!(session = %id, "{reason}");
             }
@@ -830,6 +881,27 @@ impl Service {
         if let (None, Some(e)) = (asked, self.shared.privacy.default_epsilon) {
             options.privacy = Some(Privacy::Epsilon(e));
         }
+        // With a policy: the signed request is checked here first, and the
+        // policy may tighten the options (minimum group size, default epsilon).
+        let mut checked = None;
+        if let Some(policy) = self.policy().map_err(|e| self.refused(e))? {
+            let signed = req.request.as_ref().ok_or_else(|| self.refused(unsigned(&me)))?;
+            let verified = self.verify_request(signed).map_err(|e| self.refused(e))?;
+            let allowed = self.decide(&policy, &verified, &first, &req.sql)?;
+            let private = asked.is_some() || options.privacy.is_some();
+            if !private && allowed.epsilon_from_policy {
+                if let Some(e) = allowed.epsilon {
+                    options.privacy = Some(Privacy::Epsilon(e.get()));
+                }
+            }
+            if options.privacy.is_none() && asked.is_none() {
+                let schema_min = concord_query::Schema::from_toml(&first).ok().and_then(|s| s.min_group_size);
+                if options.min_group_size.or(schema_min).unwrap_or(0) < allowed.min_group_size {
+                    options.min_group_size = Some(allowed.min_group_size);
+                }
+            }
+            checked = Some((verified, allowed));
+        }
         let spec = SessionSpec::plan(&first, &req.sql, parties.len(), &options)
             .map_err(|e| err("invalid_query", e.to_string()))?;
         let mut id = [0u8; 16];
@@ -842,8 +914,15 @@ impl Service {
             spec,
             analyst_key: hex(&analyst_key),
             analyst,
+            options,
+            request: req.request.clone(),
             created_at: unix_now(),
         };
+        let mut needs_approval = false;
+        if let Some((verified, allowed)) = &checked {
+            self.check_request_covers(&plan, verified, allowed).map_err(|e| self.refused(e))?;
+            needs_approval = allowed.needs_operator_approval;
+        }
         // This node's own privacy checks, as every participant does them.
         self.check_privacy(&plan)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
@@ -852,6 +931,9 @@ impl Service {
             return Err(e.into());
         }
         tracing::info!(session = %plan.id, "session created: {}", plan.summary());
+        if needs_approval {
+            let _ = self.store().set_progress(&plan.id, &me, AWAITING_APPROVAL);
+        }
         tokio::spawn(self.clone().coordinate(plan.clone()));
         Ok(plan)
     }
@@ -867,17 +949,48 @@ impl Service {
                 (name, r)
             }));
         }
-        if plan.index_of(&me).is_some() {
+        let awaiting_here = self.phase_of(&plan.id, &me).as_deref() == Some(AWAITING_APPROVAL);
+        if plan.index_of(&me).is_some() && !awaiting_here {
             let _ = self.store().set_progress(&plan.id, &me, "accepted");
+        }
+        let mut awaiting: Vec<String> = Vec::new();
+        if awaiting_here {
+            awaiting.push(me.clone());
         }
         for p in proposals {
             match p.await {
+                Ok((name, Ok(PeerReply::AwaitingApproval))) => {
+                    let _ = self.store().set_progress(&plan.id, &name, AWAITING_APPROVAL);
+                    awaiting.push(name);
+                }
                 Ok((_, Ok(_))) => {}
                 Ok((name, Err(e))) => {
                     let reason = format!("party {name:?} did not accept the session: {}", e.message);
                     return self.finish(&plan, SessionState::Failed, &reason).await;
                 }
                 Err(e) => return self.finish(&plan, SessionState::Failed, &format!("internal: {e}")).await,
+            }
+        }
+        // Step 1b: wait for the operators who must approve (a rejection or a
+        // veto ends the session meanwhile).
+        if !awaiting.is_empty() {
+            tracing::info!(session = %plan.id, nodes = ?awaiting, "waiting for operators' approval");
+            let deadline = Instant::now() + Duration::from_secs(self.shared.access.approval_timeout_secs.max(1));
+            loop {
+                let pending_state = self.store().session(&plan.id).map(|r| r.state == SessionState::Pending);
+                if !matches!(pending_state, Ok(true)) {
+                    return;
+                }
+                if awaiting.iter().all(|n| self.phase_of(&plan.id, n).as_deref() == Some(APPROVED)) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let missing: Vec<&String> =
+                        awaiting.iter().filter(|n| self.phase_of(&plan.id, n).as_deref() != Some(APPROVED)).collect();
+                    let reason = format!("no approval from the operator(s) of {missing:?} in time");
+                    return self.finish(&plan, SessionState::Failed, &reason).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         // Step 2: start everywhere.
@@ -1011,7 +1124,9 @@ impl Service {
     // ---------------------------------------------------------------------
     // Participant.
 
-    fn on_propose(&self, from: &str, plan: &SessionPlan) -> Result<(), ServiceError> {
+    /// A proposed session: verified and stored as pending. `Ok(true)` when
+    /// it waits for this node's operator's approval.
+    fn on_propose(&self, from: &str, plan: &SessionPlan) -> Result<bool, ServiceError> {
         let me = self.name().to_owned();
         if plan.coordinator != from {
             return Err(err(
@@ -1059,13 +1174,216 @@ impl Service {
         }
         crate::config::check_name(&plan.analyst)
             .map_err(|e| err("bad_plan", format!("analyst name {:?}: {e}", plan.analyst)))?;
+        // The computation must be what the plan's options give (never trust a plan not derived here).
+        let replanned = SessionSpec::plan(&d.schema_toml, &plan.spec.sql, plan.parties.len(), &plan.options)
+            .map_err(|e| err("bad_plan", format!("the plan's options do not give a computation here: {e}")))?;
+        if replanned != plan.spec {
+            return Err(err("bad_plan", "the plan's computation is not the one its options give"));
+        }
+        let mut needs_approval = false;
+        if let Some(policy) = self.policy().map_err(|e| self.refused(e))? {
+            let signed = plan.request.as_ref().ok_or_else(|| self.refused(unsigned(&me)))?;
+            let verified = self.verify_request(signed).map_err(|e| self.refused(e))?;
+            let allowed = self.decide(&policy, &verified, &d.schema_toml, &plan.spec.sql)?;
+            self.check_request_covers(plan, &verified, &allowed).map_err(|e| self.refused(e))?;
+            needs_approval = allowed.needs_operator_approval;
+        }
         self.check_privacy(plan)?;
         let json = serde_json::to_string(plan).map_err(|e| err("internal", e.to_string()))?;
         if let Err(e) = self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary()) {
             let _ = self.store().refund_budget(&plan.id);
             return Err(e.into());
         }
+        if needs_approval {
+            let _ = self.store().set_progress(&plan.id, &me, AWAITING_APPROVAL);
+            let _ = self.store().record_event(
+                "approval.requested",
+                &format!("session {} waits for this operator's approval: {}", plan.id, plan.summary()),
+            );
+        }
         tracing::info!(session = %plan.id, coordinator = from, "session accepted: {}", plan.summary());
+        Ok(needs_approval)
+    }
+
+    // ---------------------------------------------------------------------
+    // Access control (see `crate::access`).
+
+    /// Log a refused request (the event log, hence the audit log) and pass the error on.
+    fn refused(&self, e: ServiceError) -> ServiceError {
+        let _ = self.store().record_event("request.refused", &format!("{}: {}", e.code, e.message));
+        e
+    }
+
+    /// This node's policy, if access control is on; an unreadable policy
+    /// refuses everything (naming the file and line) rather than allowing.
+    fn policy(&self) -> Result<Option<Policy>, ServiceError> {
+        let Some(path) = &self.shared.access.policy else { return Ok(None) };
+        load_policy(path).map(Some).map_err(|e| {
+            err("policy_error", format!("node {:?} cannot read its policy, so it refuses every query: {e}", self.name()))
+        })
+    }
+
+    /// Signature, registration, validity window and nonce of a signed request, at this node.
+    fn verify_request(&self, signed: &SignedRequest) -> Result<VerifiedRequest, ServiceError> {
+        let mut store = self.store();
+        let registry = StoreRegistry(&store);
+        // The registry borrows the store immutably; look the analyst up first.
+        let record = concord_access::AnalystRegistry::lookup(&registry, &signed.request.analyst);
+        let mut table = std::collections::BTreeMap::new();
+        if let Ok(Some(r)) = record {
+            table.insert(signed.request.analyst.clone(), r);
+        }
+        let max_ms = self.shared.access.max_request_lifetime_secs.saturating_mul(1000);
+        concord_access::verify(signed, &table, now_ms(), &mut StoreReplay(&mut store), max_ms).map_err(|e| {
+            err("request_refused", format!("node {:?} refuses the request: {e}", self.name()))
+        })
+    }
+
+    /// This node's policy decision on a verified request.
+    fn decide(
+        &self,
+        policy: &Policy,
+        verified: &VerifiedRequest,
+        schema_toml: &str,
+        sql: &str,
+    ) -> Result<Allowed, ServiceError> {
+        let me = self.name();
+        let schema = concord_query::Schema::from_toml(schema_toml)
+            .map_err(|e| err("invalid_dataset", format!("node {me:?}: schema: {e}")))?;
+        let query = concord_query::parse(sql, &schema).map_err(|e| err("invalid_query", e.to_string()))?;
+        let facts = verified.facts(&schema, &query).map_err(|e| err("invalid_query", e.to_string()))?;
+        // The request itself is already recorded among today's.
+        let today = self.store().requests_today(verified.analyst(), now_ms())?.saturating_sub(1);
+        let decision = policy.evaluate(&facts, &Usage { queries_today: today });
+        let _ = self.store().record_event(
+            "policy.decision",
+            &format!("request {} of analyst {:?}: {}", hex(&verified.hash()), verified.analyst(), decision.explain()),
+        );
+        match decision {
+            Decision::Allow(a) => Ok(a),
+            Decision::Deny(d) => Err(err(
+                "policy_denied",
+                format!("node {me:?} denies the request (rule {:?}): {}", d.rule, Decision::Deny(d.clone()).explain()),
+            )),
+        }
+    }
+
+    /// The plan is what the request signed (only tightened), and satisfies the policy's conditions.
+    fn check_request_covers(
+        &self,
+        plan: &SessionPlan,
+        verified: &VerifiedRequest,
+        allowed: &Allowed,
+    ) -> Result<(), ServiceError> {
+        let me = self.name();
+        let refuse = |m: String| err("request_refused", format!("node {me:?} refuses the session: {m}"));
+        if verified.analyst() != plan.analyst {
+            return Err(refuse(format!(
+                "the request is signed by analyst {:?} but the session names {:?}",
+                verified.analyst(),
+                plan.analyst
+            )));
+        }
+        if verified.request().recipient.to_string() != plan.analyst_key {
+            return Err(refuse("the results would be sealed to another key than the signed recipient".into()));
+        }
+        let names: Vec<String> = plan.parties.iter().map(|p| p.name.clone()).collect();
+        let options = request_options(&plan.options).map_err(&refuse)?;
+        verified
+            .check_covers(&plan.spec.sql, &plan.dataset, &names, &options)
+            .map_err(|e| refuse(e.to_string()))?;
+        // With differential privacy the noise, not suppression, protects small groups.
+        let min_group = if plan.spec.privacy.is_some() {
+            Some(allowed.min_group_size)
+        } else {
+            let schema_min = concord_query::Schema::from_toml(&plan.spec.schema_toml).ok().and_then(|s| s.min_group_size);
+            plan.options.min_group_size.or(schema_min)
+        };
+        let epsilon = match plan.spec.privacy {
+            Some(Privacy::Epsilon(e)) => concord_access::Epsilon::new(e).ok(),
+            _ => None,
+        };
+        allowed.check_session(min_group, epsilon).map_err(|e| refuse(format!("{e} (rule {:?})", allowed.rule)))?;
+        if let Some(a) = &allowed.approvals_required {
+            return Err(err(
+                "approvals_unavailable",
+                format!(
+                    "node {me:?}: rule {:?} requires {} of {:?} data owners to approve with a threshold signature, \
+                     which this node cannot collect yet",
+                    allowed.rule, a.k, a.of
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's latest phase in session `id`.
+    fn phase_of(&self, id: &str, node: &str) -> Option<String> {
+        self.store().progress(id).ok()?.into_iter().find(|p| p.party == node).map(|p| p.phase)
+    }
+
+    /// Sessions waiting for this node's operator's approval.
+    pub fn pending_approvals(&self) -> Result<Vec<SessionPlan>, ServiceError> {
+        let me = self.name().to_owned();
+        let sessions = self.store().list_sessions(200)?;
+        let mut out = Vec::new();
+        for rec in sessions.into_iter().filter(|r| r.state == SessionState::Pending) {
+            if self.phase_of(&rec.id, &me).as_deref() == Some(AWAITING_APPROVAL) {
+                out.push(parse_plan(&rec)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The operator approves session `id` (which waits for this node's approval).
+    pub async fn approve(&self, id: &str, by: &str) -> Result<(), ServiceError> {
+        let me = self.name().to_owned();
+        let rec = self.store().session(id)?;
+        let plan = parse_plan(&rec)?;
+        if rec.state != SessionState::Pending || self.phase_of(id, &me).as_deref() != Some(AWAITING_APPROVAL) {
+            return Err(err("not_awaiting_approval", format!("session {id} is not waiting for this node's approval")));
+        }
+        self.store().set_progress(id, &me, APPROVED)?;
+        self.store().record_event("approval.granted", &format!("session {id} approved by {by}: {}", plan.summary()))?;
+        if plan.coordinator != me {
+            self.call(&plan.coordinator, &PeerRequest::Approved { session: id.to_owned() }).await?;
+        }
+        Ok(())
+    }
+
+    /// The operator rejects a session waiting for approval, or vetoes one that
+    /// is pending or running: it ends on every node with the reason.
+    pub async fn veto(&self, id: &str, by: &str, reason: &str) -> Result<(), ServiceError> {
+        let me = self.name().to_owned();
+        let rec = self.store().session(id)?;
+        let plan = parse_plan(&rec)?;
+        if rec.state.is_terminal() {
+            return Err(err("session_finished", format!("session {id} is already {}", rec.state.name())));
+        }
+        let why = format!("vetoed by the operator of {me:?} ({by}): {reason}");
+        self.store().record_event("approval.vetoed", &format!("session {id}: {why}"))?;
+        if plan.coordinator == me {
+            self.finish(&plan, SessionState::Cancelled, &why).await;
+            return Ok(());
+        }
+        // Stop here first, then tell the coordinator, which ends it everywhere.
+        let _ = self.store().set_session_state(id, SessionState::Cancelled, Some(&why));
+        if let Some(tx) = lock(&self.shared.cancels).remove(id) {
+            let _ = tx.send(Some(why.clone()));
+        }
+        self.call(&plan.coordinator, &PeerRequest::Failed { session: id.to_owned(), reason: why }).await?;
+        Ok(())
+    }
+
+    fn on_approved(&self, from: &str, id: &str) -> Result<(), ServiceError> {
+        let (_, plan) = self.session_from(from, id)?;
+        if plan.coordinator != self.name() {
+            return Err(err("not_coordinator", format!("this node does not coordinate session {id}")));
+        }
+        if self.phase_of(id, from).as_deref() != Some(AWAITING_APPROVAL) {
+            return Err(err("not_awaiting_approval", format!("session {id} was not waiting for {from:?}")));
+        }
+        self.store().set_progress(id, from, APPROVED)?;
         Ok(())
     }
 
@@ -1359,6 +1677,7 @@ mod tests {
             port,
             timing,
             PrivacyConfig::default(),
+            AccessConfig::default(),
         );
         svc.expire_stale_sessions(unix_now());
         assert_eq!(lock(&store).session("theirs").unwrap().state, SessionState::Pending, "not yet");

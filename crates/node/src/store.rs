@@ -107,6 +107,22 @@ const MIGRATIONS: &[M<'static>] = &[
         ) STRICT;
         CREATE INDEX privacy_spends_by_analyst ON privacy_spends (analyst, dataset);",
     ),
+    M::up(
+        "CREATE TABLE analysts (
+            name TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            role TEXT NOT NULL,
+            added_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        ) STRICT;
+        CREATE TABLE request_log (
+            analyst TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            expires_at_ms INTEGER NOT NULL,
+            received_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (analyst, nonce)
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
@@ -711,6 +727,125 @@ fn refund(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<f64> {
         &format!("session {id} never started: rho {rho} refunded to analyst {analyst:?} on dataset {dataset:?}"),
     )?;
     Ok(rho)
+}
+
+/// A registered analyst.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalystEntry {
+    /// The analyst's name.
+    pub name: String,
+    /// The public key, text form (`concord-analyst-v1:<hex>`).
+    pub public_key: String,
+    /// The role policies match.
+    pub role: String,
+    /// When registered, Unix seconds.
+    pub added_at: i64,
+    /// When revoked, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    /// Register analyst `name` with `public_key` and `role` (and log it).
+    pub fn add_analyst(&mut self, name: &str, public_key: &str, role: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let exists: Option<String> =
+                tx.query_row("SELECT name FROM analysts WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(sql)?;
+            if exists.is_some() {
+                return Err(NodeError::DuplicateAnalyst(name.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO analysts (name, public_key, role, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, public_key, role, unix_now()],
+            )
+            .map_err(sql)?;
+            insert_event(tx, "analyst.added", &format!("analyst {name:?} registered with role {role:?}, key {public_key}"))
+                .map_err(sql)
+        })
+    }
+
+    /// Revoke analyst `name`: its requests are refused from now on (and log it).
+    pub fn revoke_analyst(&mut self, name: &str) -> Result<(), NodeError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            let n = tx
+                .execute("UPDATE analysts SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL", params![name, unix_now()])
+                .map_err(sql)?;
+            if n == 0 {
+                return Err(NodeError::UnknownAnalyst(name.to_owned()));
+            }
+            insert_event(tx, "analyst.revoked", &format!("analyst {name:?} revoked")).map_err(sql)
+        })
+    }
+
+    /// Registered analysts (revoked ones included), by name.
+    pub fn list_analysts(&self) -> Result<Vec<AnalystEntry>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, public_key, role, added_at, revoked_at FROM analysts ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AnalystEntry {
+                    name: r.get(0)?,
+                    public_key: r.get(1)?,
+                    role: r.get(2)?,
+                    added_at: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql(e))?;
+        Ok(rows)
+    }
+
+    /// Analyst `name`, if registered.
+    pub fn analyst(&self, name: &str) -> Result<Option<AnalystEntry>, NodeError> {
+        Ok(self.list_analysts()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// Record that `analyst` used `nonce` (valid until `expires_at_ms`):
+    /// `false` if it had been used already. Forgets expired nonces.
+    pub fn record_request_nonce(
+        &mut self,
+        analyst: &str,
+        nonce: &str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, NodeError> {
+        let path = self.path.clone();
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            let sql = |source| NodeError::Store { path: path.clone(), source };
+            // Requests whose validity ended more than a day ago are refused as expired
+            // anyway; their nonces are kept that long only to count queries per day.
+            tx.execute("DELETE FROM request_log WHERE expires_at_ms < ?1", [ms(now_ms).saturating_sub(86_400_000)])
+                .map_err(sql)?;
+            let n = tx
+                .execute(
+                    "INSERT OR IGNORE INTO request_log (analyst, nonce, expires_at_ms, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![analyst, nonce, ms(expires_at_ms), ms(now_ms)],
+                )
+                .map_err(sql)?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Requests of `analyst` accepted since the start of the UTC day of `now_ms`.
+    pub fn requests_today(&self, analyst: &str, now_ms: u64) -> Result<u64, NodeError> {
+        let day_start = i64::try_from(now_ms - now_ms % 86_400_000).unwrap_or(i64::MAX);
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM request_log WHERE analyst = ?1 AND received_at_ms >= ?2",
+                params![analyst, day_start],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
 
 const SESSION_COLUMNS: &str = "id, coordinator, plan, state, reason, created_at, updated_at, finished_at";

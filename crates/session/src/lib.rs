@@ -656,6 +656,57 @@ fn stats(rounds: u64, bytes_sent: u64, bytes_received: u64) -> EngineStats {
 }
 
 impl Prepared {
+    /// What this session computes and reveals, in words, one line per fact:
+    /// what every operator is shown before approving it.
+    pub fn describe(&self) -> Vec<String> {
+        let name = |c: &usize| self.schema.columns.get(*c).map_or_else(|| format!("#{c}"), |d| d.name.clone());
+        let stats: Vec<String> = self
+            .plan
+            .stats
+            .iter()
+            .map(|s| match s {
+                concord_query::Stat::Moment { monomial, .. } if monomial.is_empty() => "row count".to_string(),
+                concord_query::Stat::Moment { monomial, .. } => {
+                    format!("sum of {}", monomial.iter().map(name).collect::<Vec<_>>().join(" * "))
+                }
+                concord_query::Stat::Bin { col, index, .. } => format!("{} histogram bin {index}", name(col)),
+            })
+            .collect();
+        let mut lines = vec![
+            format!("query: {}", self.spec.sql),
+            format!(
+                "computes: {} statistic(s) in each of {} group(s): {}",
+                self.plan.stats.len(),
+                self.plan.groups.len(),
+                stats.join(", ")
+            ),
+            format!(
+                "sharing: {:?} among {} parties ({} colluding parties learn nothing)",
+                self.scheme,
+                self.spec.parties,
+                tolerated(self.scheme, self.spec.parties)
+            ),
+        ];
+        lines.push(match (&self.dp, &self.final_plan) {
+            (Some(dp), _) => format!("revealed to the analyst only: noisy totals; {}", dp.describe()),
+            (None, Some(f)) => format!("revealed to the analyst only: {}", describe_final(f)),
+            (None, None) => "revealed to the analyst only: the exact pooled totals of these statistics".to_string(),
+        });
+        let mut parties = Vec::new();
+        if let Some(o) = &self.order {
+            parties.push(format!("{}: {}", o.describe(&self.schema), order_revealed(Some(o))));
+        }
+        if self.policy == InputCheck::Reject {
+            parties.push("the input check opens one bit per party (whether its statistics are feasible)".to_string());
+        }
+        lines.push(if parties.is_empty() {
+            "revealed to the computing parties: nothing (they see only secret shares)".to_string()
+        } else {
+            format!("revealed to the computing parties: {}", parties.join("; "))
+        });
+        lines
+    }
+
     /// Load party `me`'s data file, check it against the schema, and compute
     /// its local statistics (and order input).
     pub fn local_input(&self, me: usize, file: &Path) -> Result<LocalInput, SessionError> {
