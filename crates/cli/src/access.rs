@@ -154,7 +154,12 @@ pub fn policy_check(request: &Path, dir: &DirArg) -> Result<()> {
     let facts = verified.facts(&schema, &query).map_err(|e| anyhow!("{e}"))?;
     let today = store.requests_today(verified.analyst(), concord_node::access::now_ms())?;
     let decision = policy.evaluate(&facts, &concord_access::Usage { queries_today: today });
-    println!("request {} by analyst {:?} (role {:?})", verified.request().hash_hex(), verified.analyst(), verified.role());
+    println!(
+        "request {} by analyst {:?} (role {:?})",
+        verified.request().hash_hex(),
+        verified.analyst(),
+        verified.role()
+    );
     println!("{}", decision.explain());
     if !decision.is_allowed() {
         bail!("denied by this node's policy ({})", path.display());
@@ -243,8 +248,13 @@ pub fn approvals(command: Option<ApprovalsCommand>, node: &str, by: &str) -> Res
             Ok(())
         }
         ApprovalsCommand::Reject { id, reason } | ApprovalsCommand::Veto { id, reason } => {
-            let v = call(&addr, "POST", &format!("/api/sessions/{id}/veto"), Some(&json!({ "by": by, "reason": reason })))?;
-            println!("session {id} ended: {} ({})", v["state"].as_str().unwrap_or("?"), v["reason"].as_str().unwrap_or(""));
+            let v =
+                call(&addr, "POST", &format!("/api/sessions/{id}/veto"), Some(&json!({ "by": by, "reason": reason })))?;
+            println!(
+                "session {id} ended: {} ({})",
+                v["state"].as_str().unwrap_or("?"),
+                v["reason"].as_str().unwrap_or("")
+            );
             Ok(())
         }
     }

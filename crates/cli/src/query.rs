@@ -154,7 +154,8 @@ pub fn query(args: QueryArgs) -> Result<()> {
     };
     let signed = signed_request(&args, &options, key.public(), &mut rng)?;
     if let Some(out) = &args.request_out {
-        let signed = signed.ok_or_else(|| anyhow!("--request-out needs --key: only a signed request can be checked"))?;
+        let signed =
+            signed.ok_or_else(|| anyhow!("--request-out needs --key: only a signed request can be checked"))?;
         std::fs::write(out, signed.to_json().map_err(|e| anyhow!("{e}"))?)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("signed request {} written to {}", signed.request.hash_hex(), out.display());

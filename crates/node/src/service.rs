@@ -57,10 +57,10 @@ use tokio::sync::watch;
 
 use crate::access::{load_policy, now_ms, request_options, StoreRegistry, StoreReplay};
 use crate::config::{AccessConfig, PrivacyConfig};
-use concord_access::{Allowed, Decision, Policy, SignedRequest, Usage, VerifiedRequest};
 use crate::identity::NodeIdentity;
 use crate::store::{DatasetStatus, PeerRecord, SessionRecord, SessionState, Store};
 use crate::{hex, unhex, unix_now, NodeError};
+use concord_access::{Allowed, Decision, Policy, SignedRequest, Usage, VerifiedRequest};
 
 /// How long a session proposed to this node may stay pending before it fails.
 pub const PENDING_LIMIT_SECS: i64 = 120;
@@ -244,6 +244,13 @@ pub enum PeerRequest {
     Approved {
         /// Session id.
         session: String,
+    },
+    /// The participant's operator vetoed the session (to the coordinator, which ends it everywhere).
+    Vetoed {
+        /// Session id.
+        session: String,
+        /// The operator's reason.
+        reason: String,
     },
 }
 
@@ -617,6 +624,7 @@ impl Service {
                 Err(e) => Err(e),
             },
             PeerRequest::Approved { session } => self.on_approved(from, &session),
+            PeerRequest::Vetoed { session, reason } => self.on_vetoed(from, &session, &reason).await,
             PeerRequest::Start { session } => self.on_start(from, &session),
             PeerRequest::Cancel { session, reason, failed } => self.on_cancel(from, &session, &reason, failed),
             PeerRequest::Progress { session, phase } => self.on_progress(from, &session, &phase),
@@ -710,15 +718,15 @@ impl Service {
     /// crashed, or lost us) would stay pending forever: fail it after
     /// [`PENDING_LIMIT_SECS`].
     fn expire_stale_sessions(&self, now: i64) {
-        let stale: Vec<String> = self
-            .store()
-            .list_sessions(200)
-            .unwrap_or_default()
+        // The list first: the store's lock must be released before `phase_of` takes it again.
+        let sessions = self.store().list_sessions(200).unwrap_or_default();
+        let stale: Vec<String> = sessions
             .into_iter()
             .filter(|s| s.state == SessionState::Pending && s.coordinator != self.name())
             .filter(|s| {
                 // A session waiting for (or just given) this operator's approval has longer.
-                let waiting = matches!(self.phase_of(&s.id, self.name()).as_deref(), Some(AWAITING_APPROVAL | APPROVED));
+                let waiting =
+                    matches!(self.phase_of(&s.id, self.name()).as_deref(), Some(AWAITING_APPROVAL | APPROVED));
                 let limit = if waiting {
                     i64::try_from(self.shared.access.approval_timeout_secs).unwrap_or(i64::MAX).saturating_add(60)
                 } else {
@@ -926,7 +934,8 @@ impl Service {
         // This node's own privacy checks, as every participant does them.
         self.check_privacy(&plan)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
-        if let Err(e) = self.store().create_session(&plan.id, &me, &plan_json, &plan.summary()) {
+        let created = self.store().create_session(&plan.id, &me, &plan_json, &plan.summary());
+        if let Err(e) = created {
             let _ = self.store().refund_budget(&plan.id);
             return Err(e.into());
         }
@@ -1190,7 +1199,8 @@ impl Service {
         }
         self.check_privacy(plan)?;
         let json = serde_json::to_string(plan).map_err(|e| err("internal", e.to_string()))?;
-        if let Err(e) = self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary()) {
+        let created = self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary());
+        if let Err(e) = created {
             let _ = self.store().refund_budget(&plan.id);
             return Err(e.into());
         }
@@ -1219,7 +1229,10 @@ impl Service {
     fn policy(&self) -> Result<Option<Policy>, ServiceError> {
         let Some(path) = &self.shared.access.policy else { return Ok(None) };
         load_policy(path).map(Some).map_err(|e| {
-            err("policy_error", format!("node {:?} cannot read its policy, so it refuses every query: {e}", self.name()))
+            err(
+                "policy_error",
+                format!("node {:?} cannot read its policy, so it refuses every query: {e}", self.name()),
+            )
         })
     }
 
@@ -1234,9 +1247,8 @@ impl Service {
             table.insert(signed.request.analyst.clone(), r);
         }
         let max_ms = self.shared.access.max_request_lifetime_secs.saturating_mul(1000);
-        concord_access::verify(signed, &table, now_ms(), &mut StoreReplay(&mut store), max_ms).map_err(|e| {
-            err("request_refused", format!("node {:?} refuses the request: {e}", self.name()))
-        })
+        concord_access::verify(signed, &table, now_ms(), &mut StoreReplay(&mut store), max_ms)
+            .map_err(|e| err("request_refused", format!("node {:?} refuses the request: {e}", self.name())))
     }
 
     /// This node's policy decision on a verified request.
@@ -1289,14 +1301,13 @@ impl Service {
         }
         let names: Vec<String> = plan.parties.iter().map(|p| p.name.clone()).collect();
         let options = request_options(&plan.options).map_err(&refuse)?;
-        verified
-            .check_covers(&plan.spec.sql, &plan.dataset, &names, &options)
-            .map_err(|e| refuse(e.to_string()))?;
+        verified.check_covers(&plan.spec.sql, &plan.dataset, &names, &options).map_err(|e| refuse(e.to_string()))?;
         // With differential privacy the noise, not suppression, protects small groups.
         let min_group = if plan.spec.privacy.is_some() {
             Some(allowed.min_group_size)
         } else {
-            let schema_min = concord_query::Schema::from_toml(&plan.spec.schema_toml).ok().and_then(|s| s.min_group_size);
+            let schema_min =
+                concord_query::Schema::from_toml(&plan.spec.schema_toml).ok().and_then(|s| s.min_group_size);
             plan.options.min_group_size.or(schema_min)
         };
         let epsilon = match plan.spec.privacy {
@@ -1366,12 +1377,25 @@ impl Service {
             self.finish(&plan, SessionState::Cancelled, &why).await;
             return Ok(());
         }
-        // Stop here first, then tell the coordinator, which ends it everywhere.
+        // The coordinator ends it everywhere (this node included) with the reason;
+        // stopping here first would let the others see a disconnect before the veto.
+        let told =
+            self.call(&plan.coordinator, &PeerRequest::Vetoed { session: id.to_owned(), reason: why.clone() }).await;
+        // Whatever the coordinator did, this node stops now.
         let _ = self.store().set_session_state(id, SessionState::Cancelled, Some(&why));
         if let Some(tx) = lock(&self.shared.cancels).remove(id) {
             let _ = tx.send(Some(why.clone()));
         }
-        self.call(&plan.coordinator, &PeerRequest::Failed { session: id.to_owned(), reason: why }).await?;
+        told.map(|_| ())
+    }
+
+    async fn on_vetoed(&self, from: &str, id: &str, reason: &str) -> Result<(), ServiceError> {
+        let (rec, plan) = self.session_from(from, id)?;
+        if rec.coordinator != self.name() {
+            return Err(err("not_coordinator", format!("this node does not coordinate session {id}")));
+        }
+        let _ = self.store().set_progress(id, from, "vetoed");
+        self.finish(&plan, SessionState::Cancelled, reason).await;
         Ok(())
     }
 

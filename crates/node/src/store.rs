@@ -750,8 +750,10 @@ impl Store {
         let path = self.path.clone();
         self.write(|tx| {
             let sql = |source| NodeError::Store { path: path.clone(), source };
-            let exists: Option<String> =
-                tx.query_row("SELECT name FROM analysts WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(sql)?;
+            let exists: Option<String> = tx
+                .query_row("SELECT name FROM analysts WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
             if exists.is_some() {
                 return Err(NodeError::DuplicateAnalyst(name.to_owned()));
             }
@@ -760,8 +762,12 @@ impl Store {
                 params![name, public_key, role, unix_now()],
             )
             .map_err(sql)?;
-            insert_event(tx, "analyst.added", &format!("analyst {name:?} registered with role {role:?}, key {public_key}"))
-                .map_err(sql)
+            insert_event(
+                tx,
+                "analyst.added",
+                &format!("analyst {name:?} registered with role {role:?}, key {public_key}"),
+            )
+            .map_err(sql)
         })
     }
 
@@ -771,7 +777,10 @@ impl Store {
         self.write(|tx| {
             let sql = |source| NodeError::Store { path: path.clone(), source };
             let n = tx
-                .execute("UPDATE analysts SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL", params![name, unix_now()])
+                .execute(
+                    "UPDATE analysts SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    params![name, unix_now()],
+                )
                 .map_err(sql)?;
             if n == 0 {
                 return Err(NodeError::UnknownAnalyst(name.to_owned()));

@@ -76,9 +76,22 @@ pub fn fails(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+/// A TCP port on 127.0.0.1 that was free when asked, below the kernel's
+/// ephemeral range (32768 and up on Linux), so that the outgoing connections
+/// of other tests, which take ephemeral ports, cannot grab it before the node
+/// binds it; never the same port twice in one test process. The candidates
+/// are spread by the process id, so parallel test binaries start apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = (std::process::id().wrapping_mul(7919)) % 12_000;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + ((base + n * 37) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(n < 12_000, "no free port below the ephemeral range");
+    }
 }
 
 /// One HTTP/1.1 request (JSON body, possibly empty); status and body.
