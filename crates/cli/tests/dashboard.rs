@@ -315,3 +315,144 @@ fn dashboard_in_headless_chromium() {
     assert!(bytes.len() > 10_000, "the screenshot is suspiciously small ({} bytes): a blank page?", bytes.len());
     eprintln!("dashboard screenshot: {} ({} bytes)", png.display(), bytes.len());
 }
+
+/// One HTTP request with a form body; the status and the body.
+fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+/// In a DOM Chromium built: the action of the form posting to `.../{decision}` and its hidden token.
+fn form_of(dom: &str, decision: &str) -> (String, String) {
+    let end = dom.find(&format!("/{decision}\"")).unwrap_or_else(|| panic!("no {decision} form in:\n{dom}"));
+    let start = dom[..end].rfind("action=\"").unwrap() + "action=\"".len();
+    let action = dom[start..end + decision.len() + 1].to_owned();
+    let rest = &dom[end..];
+    let v = rest.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let token = rest[v..].split('"').next().unwrap().to_owned();
+    (action, token)
+}
+
+#[test]
+fn approve_and_veto_from_the_approvals_page_in_headless_chromium() {
+    let Some(chromium) = chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (CI is set, so the dashboard test must run): apt-get install chromium");
+        }
+        eprintln!("\n*** SKIPPED: chromium not installed (apt-get install chromium) ***\n");
+        return;
+    };
+    let root = Dir(std::env::temp_dir().join(format!("concord-cli-approvals-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
+    std::fs::create_dir_all(&root.0).unwrap();
+    let scratch = root.0.as_path();
+    let (a_path, b_path) = (root.0.join("a"), root.0.join("b"));
+    let (a, b) = (a_path.to_str().unwrap(), b_path.to_str().unwrap());
+    let mpc = || format!("127.0.0.1:{}", free_port());
+    concord(&["init", "--name", "hospital-a", "--dir", a, "--mpc-listen", &mpc()], scratch);
+    concord(&["init", "--name", "hospital-b", "--dir", b, "--mpc-listen", &mpc()], scratch);
+    // B's operator approves every query of alice by hand.
+    let config = std::fs::read_to_string(b_path.join("concord.toml")).unwrap();
+    std::fs::write(
+        b_path.join("concord.toml"),
+        config.replace("# policy = \"policy.toml\"", "policy = \"policy.toml\""),
+    )
+    .unwrap();
+    std::fs::write(
+        b_path.join("policy.toml"),
+        "[[rule]]\nname = \"by-hand\"\nanalysts = [\"alice\"]\ndatasets = [\"patients\"]\ncolumns = [\"*\"]\n\
+         functions = [\"*\"]\nwhere_columns = [\"*\"]\ngroup_by_columns = [\"*\"]\nrequire_operator_approval = true\n",
+    )
+    .unwrap();
+    let schema = root.0.join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let schema = schema.to_str().unwrap();
+    let key = root.0.join("alice.key");
+    let public = concord(&["analyst", "new", "--out", key.to_str().unwrap()], scratch);
+    for (dir, rows) in [(a, "age,ward\n30,a\n40,b\n50,a\n"), (b, "age,ward\n60,b\n70,a\n")] {
+        let data = Path::new(dir).with_extension("csv");
+        std::fs::write(&data, rows).unwrap();
+        concord(
+            &["dataset", "add", "patients", "--file", data.to_str().unwrap(), "--schema", schema, "--dir", dir],
+            scratch,
+        );
+        concord(&["analyst", "add", "alice", public.trim(), "--dir", dir], scratch);
+    }
+    let (_node_a, addr_a) = start_node(a, &[]);
+    let (_node_b, addr_b) = start_node(b, &[]);
+    let invitation = concord(&["peer", "invite", "--dir", a, "--api", &addr_a.to_string()], scratch);
+    concord(&["peer", "join", invitation.trim(), "--dir", b], scratch);
+    wait_until("hospital-b up", || get_json(addr_a, "/api/peers")["peers"][0]["health"] == "up");
+    let ask = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        cmd.args(["query", "--node", &format!("http://{addr_a}"), "--parties", "hospital-a,hospital-b"])
+            .args(["--sql", "SELECT COUNT(*), AVG(age) FROM patients", "--format", "json"])
+            .args(["--analyst", "alice", "--key", key.to_str().unwrap()])
+            .env_remove("CONCORD_DIR");
+        std::thread::spawn(move || cmd.output().unwrap())
+    };
+    let dump = |tag: &str, url: &str| -> String {
+        let mut cmd = chromium_command(&chromium, &root.0.join(format!("profile-{tag}")));
+        cmd.args(["--dump-dom", url]);
+        let out = run(cmd, scratch, tag);
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let approvals_url = format!("http://{addr_b}/approvals");
+
+    // 1. The query waits; B's page shows it with its plan and an Approve button; approving runs it.
+    let first = ask();
+    wait_until("a session waiting at hospital-b", || {
+        get_json(addr_b, "/api/approvals")["approvals"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let dom = dump("approvals-1", &approvals_url);
+    let text = visible_text(&dom);
+    for seen in ["Approvals at hospital-b", "analyst alice", "coordinator hospital-a", "revealed to the analyst only"] {
+        assert!(text.contains(seen), "the page does not show {seen:?}: {text}");
+    }
+    let home = visible_text(&dump("home-1", &format!("http://{addr_b}/")));
+    assert!(home.contains("Waiting for your approval (1)"), "{home}");
+    // The page as a screenshot, kept as a test artefact.
+    let png = target_dir().join("artefacts").join("approvals.png");
+    std::fs::create_dir_all(png.parent().unwrap()).unwrap();
+    let mut cmd = chromium_command(&chromium, &root.0.join("profile-shot"));
+    cmd.arg(format!("--screenshot={}", png.display())).args(["--window-size=1280,900", &approvals_url]);
+    assert!(run(cmd, scratch, "approvals-shot").status.success());
+    // Submit the Approve form as the browser would (the page has no script; the form is plain HTML).
+    let (action, token) = form_of(&dom, "approve");
+    let (status, body) = post_form(addr_b, &action, &format!("csrf={token}&decision=approve"));
+    assert_eq!(status, 303, "{body}");
+    let out = first.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"][0][0], 5, "{v}");
+    // A forged form (wrong token) is refused.
+    let (status, body) = post_form(addr_b, &action, "csrf=0000&decision=approve");
+    assert_eq!(status, 403, "{body}");
+
+    // 2. The next query is vetoed from the page, with a reason: it ends everywhere with it.
+    let second = ask();
+    wait_until("another session waiting at hospital-b", || {
+        get_json(addr_b, "/api/approvals")["approvals"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let dom = dump("approvals-2", &approvals_url);
+    let (action, token) = form_of(&dom, "veto");
+    let (status, body) = post_form(addr_b, &action, &format!("csrf={token}&reason=not+without+the+ethics+board"));
+    assert_eq!(status, 303, "{body}");
+    let out = second.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not without the ethics board"), "{err}");
+    let home = visible_text(&dump("home-2", &format!("http://{addr_b}/")));
+    assert!(home.contains("cancelled") && home.contains("not without the ethics board"), "{home}");
+}

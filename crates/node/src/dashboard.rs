@@ -31,6 +31,38 @@ pub struct DashboardView {
     pub events: Vec<EventView>,
     /// Privacy budgets per analyst and dataset.
     pub budgets: Vec<BudgetView>,
+    /// Sessions waiting for this node's operator.
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// A session waiting for this node's operator, or one the operator may veto.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApprovalView {
+    /// Session id.
+    pub id: String,
+    /// `pending` or `running`.
+    pub state: String,
+    /// Whether it waits for this node's approval (else it can only be vetoed).
+    pub awaiting: bool,
+    /// The analyst.
+    pub analyst: String,
+    /// The coordinating node.
+    pub coordinator: String,
+    /// The parties.
+    pub parties: Vec<String>,
+    /// The plan in words: what is computed and what is revealed to whom.
+    pub description: Vec<String>,
+}
+
+/// The operator's page: sessions to approve, reject or veto, with forms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApprovalsPage {
+    /// This node's name.
+    pub node: String,
+    /// The anti-forgery token every form carries (it changes when the node restarts).
+    pub csrf: String,
+    /// Waiting and active sessions.
+    pub sessions: Vec<ApprovalView>,
 }
 
 /// An analyst's privacy budget on one dataset (numbers already formatted).
@@ -181,6 +213,8 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .info { background: #ddf4ff; color: #0550ae; border-color: #b6e3ff; }
 .neutral { background: #eff2f5; color: #424a53; border-color: #d8dee4; }
 ul.progress { list-style: none; margin: 0; padding: 0; }
+.decision { border-top: 1px solid #eaeef2; padding: 8px 0; }
+.decision form { display: inline-block; margin-right: 12px; }
 .reason { color: #a40e26; font-size: 13px; }
 ";
 
@@ -316,6 +350,79 @@ fn sessions(out: &mut String, sessions: &[SessionView]) {
     out.push_str("</section>");
 }
 
+fn approvals(out: &mut String, approvals: &[ApprovalView]) {
+    let waiting: Vec<&ApprovalView> = approvals.iter().filter(|a| a.awaiting).collect();
+    section_head(out, "approvals", "Waiting for your approval", waiting.len());
+    if waiting.is_empty() {
+        out.push_str("<p class=\"empty\">No session waits for this node's approval.</p>");
+    } else {
+        table_head(out, &["Session", "Analyst", "Coordinator", "What it computes and reveals"]);
+        for a in waiting {
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape_html(&a.id),
+                escape_html(&a.analyst),
+                escape_html(&a.coordinator),
+                a.description.iter().map(|l| escape_html(l)).collect::<Vec<_>>().join("<br>")
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("<p><a href=\"/approvals\">Approve, reject or veto sessions</a></p></section>");
+}
+
+/// The operator's page (no automatic refresh, so a reason being typed is not lost).
+pub fn render_approvals(page: &ApprovalsPage) -> String {
+    let node = escape_html(&page.node);
+    let csrf = escape_html(&page.csrf);
+    let mut out = String::with_capacity(8192);
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    let _ = write!(out, "<title>Approvals · {node} · Concord node</title><style>{STYLE}</style></head><body>");
+    let _ = write!(
+        out,
+        "<header><h1>Approvals at <span class=\"mono\">{node}</span></h1><p><a href=\"/\">back to the dashboard</a></p>\
+         </header><main>"
+    );
+    let count = page.sessions.len();
+    section_head(&mut out, "decide", "Sessions you can decide on", count);
+    if page.sessions.is_empty() {
+        out.push_str("<p class=\"empty\">No session waits for approval or is running here.</p>");
+    }
+    for a in &page.sessions {
+        let id = escape_html(&a.id);
+        let _ = write!(out, "<div class=\"decision\" id=\"s-{id}\"><h3><code>{id}</code> ");
+        badge(&mut out, &a.state);
+        let _ = write!(
+            out,
+            "</h3><p>analyst <strong>{}</strong>, coordinator {}, parties {}</p><ul>",
+            escape_html(&a.analyst),
+            escape_html(&a.coordinator),
+            a.parties.iter().map(|p| escape_html(p)).collect::<Vec<_>>().join(", ")
+        );
+        for line in &a.description {
+            let _ = write!(out, "<li>{}</li>", escape_html(line));
+        }
+        out.push_str("</ul>");
+        if a.awaiting {
+            let _ = write!(
+                out,
+                "<form method=\"post\" action=\"/ui/sessions/{id}/approve\"><input type=\"hidden\" name=\"csrf\" \
+                 value=\"{csrf}\"><button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button></form>"
+            );
+        }
+        let _ = write!(
+            out,
+            "<form method=\"post\" action=\"/ui/sessions/{id}/veto\"><input type=\"hidden\" name=\"csrf\" \
+             value=\"{csrf}\"><label>Reason <input type=\"text\" name=\"reason\" required></label> \
+             <button type=\"submit\" name=\"decision\" value=\"veto\">{}</button></form></div>",
+            if a.awaiting { "Reject" } else { "Veto" }
+        );
+    }
+    out.push_str("</section></main></body></html>\n");
+    out
+}
+
 fn budgets(out: &mut String, budgets: &[BudgetView]) {
     section_head(out, "budgets", "Privacy budgets", budgets.len());
     if budgets.is_empty() {
@@ -373,6 +480,7 @@ pub fn render(view: &DashboardView) -> String {
         escape_html(&view.version),
         format_utc(view.generated_at)
     );
+    approvals(&mut out, &view.approvals);
     peers(&mut out, &view.peers);
     datasets(&mut out, &view.datasets);
     sessions(&mut out, &view.sessions);
@@ -433,6 +541,15 @@ mod tests {
                 kind: "dataset.added".into(),
                 message: "dataset \"patients\"".into(),
             }],
+            approvals: vec![ApprovalView {
+                id: "s-2".into(),
+                state: "pending".into(),
+                awaiting: true,
+                analyst: "bob".into(),
+                coordinator: "hospital-b".into(),
+                parties: vec!["hospital-a".into(), "hospital-b".into()],
+                description: vec!["revealed to the analyst only: the exact pooled totals".into()],
+            }],
             budgets: vec![BudgetView {
                 analyst: "alice".into(),
                 dataset: "patients".into(),
@@ -441,6 +558,24 @@ mod tests {
                 remaining: "0.7500".into(),
             }],
         }
+    }
+
+    #[test]
+    fn approvals_page_has_forms_with_the_token_and_escapes_everything() {
+        let mut page = ApprovalsPage { node: EVIL.into(), csrf: "t0k3n".into(), sessions: full().approvals };
+        let html = render_approvals(&page);
+        assert!(
+            html.contains("action=\"/ui/sessions/s-2/approve\"") && html.contains("action=\"/ui/sessions/s-2/veto\"")
+        );
+        assert_eq!(html.matches("name=\"csrf\" value=\"t0k3n\"").count(), 2, "{html}");
+        assert!(html.contains(">Reject</button>") && !html.contains("http-equiv=\"refresh\""), "{html}");
+        page.sessions[0].awaiting = false;
+        page.sessions[0].id = EVIL.into();
+        page.sessions[0].description = vec![EVIL.into()];
+        let html = render_approvals(&page);
+        assert!(!html.contains("/approve") && html.contains(">Veto</button>"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.matches(EVIL_ESCAPED).count() >= 4, "{html}");
     }
 
     #[test]
@@ -467,7 +602,7 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
         assert!(html.trim_end().ends_with("</html>"));
-        for h in ["Peers", "Datasets", "Sessions", "Privacy budgets", "Events"] {
+        for h in ["Waiting for your approval", "Peers", "Datasets", "Sessions", "Privacy budgets", "Events"] {
             assert!(html.contains(&format!(">{h} <span class=\"count\">")), "heading {h}");
         }
         assert!(html.contains("hospital-a") && html.contains("version 0.1.0"));
@@ -500,6 +635,7 @@ mod tests {
             "No datasets registered yet",
             "No sessions yet",
             "No differentially private query",
+            "No session waits for this node's approval",
             "No events recorded yet",
         ] {
             assert!(html.contains(empty), "{empty} missing");

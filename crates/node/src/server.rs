@@ -63,6 +63,19 @@ struct Inner {
     service: Option<Service>,
     started: Instant,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Token every form of the approvals page carries (against cross-site request forgery).
+    csrf: String,
+}
+
+/// A fresh anti-forgery token: 16 bytes from the operating system, hex.
+fn csrf_token() -> String {
+    use rand_core::{OsRng, TryRngCore};
+    let mut t = [0u8; 16];
+    // A failing OS RNG leaves an all-zero token... refuse forms then instead.
+    if OsRng.try_fill_bytes(&mut t).is_err() {
+        return String::new();
+    }
+    crate::hex(&t)
 }
 
 impl AppState {
@@ -95,6 +108,7 @@ impl AppState {
                 service: Some(service),
                 started: Instant::now(),
                 requests: Mutex::new(BTreeMap::new()),
+                csrf: csrf_token(),
             }),
         }
     }
@@ -117,6 +131,7 @@ impl AppState {
                 service: None,
                 started: Instant::now(),
                 requests: Mutex::new(BTreeMap::new()),
+                csrf: csrf_token(),
             }),
         }
     }
@@ -240,7 +255,90 @@ const DASHBOARD_EVENTS: usize = 50;
 
 /// The dashboard's view of what the store holds now. Peers' health is
 /// `unknown` and there are no sessions until a source for them exists.
+/// Sessions this node's operator may decide on: waiting for approval, or pending/running (veto).
+fn approval_views(state: &AppState) -> Result<Vec<dashboard::ApprovalView>, ApiError> {
+    let Some(service) = state.inner.service.as_ref() else { return Ok(Vec::new()) };
+    let waiting: Vec<String> = service.pending_approvals()?.into_iter().map(|p| p.id).collect();
+    let records = state.store()?.list_sessions(100)?;
+    let mut out = Vec::new();
+    for rec in records.into_iter().filter(|r| !r.state.is_terminal()) {
+        let Ok(plan) = parse_plan(&rec) else { continue };
+        let description =
+            plan.spec.prepare().map(|p| p.describe()).unwrap_or_else(|e| vec![format!("(unplannable: {e})")]);
+        out.push(dashboard::ApprovalView {
+            awaiting: waiting.contains(&rec.id),
+            id: rec.id,
+            state: rec.state.name().to_owned(),
+            analyst: plan.analyst.clone(),
+            coordinator: plan.coordinator.clone(),
+            parties: plan.parties.iter().map(|p| p.name.clone()).collect(),
+            description,
+        });
+    }
+    Ok(out)
+}
+
+/// `GET /approvals`: the operator's page, with approve, reject and veto forms.
+async fn approvals_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let page = dashboard::ApprovalsPage {
+        node: state.inner.name.clone(),
+        csrf: state.inner.csrf.clone(),
+        sessions: approval_views(&state)?,
+    };
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(dashboard::render_approvals(&page)),
+    )
+        .into_response())
+}
+
+/// A form of the approvals page.
+#[derive(serde::Deserialize)]
+struct DecisionForm {
+    csrf: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /ui/sessions/{id}/{approve|veto}` (form): the operator's decision from the page.
+async fn decide_from_page(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
+    let form: DecisionForm =
+        serde_urlencoded::from_bytes(&body).map_err(|e| bad_request(format!("the form is malformed: {e}")))?;
+    let expected = state.inner.csrf.as_bytes();
+    if expected.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(form.csrf.as_bytes(), expected)) {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "bad_csrf_token",
+            message: "the form's token is not this node's (reload the approvals page)".into(),
+        });
+    }
+    let service = state.service()?;
+    match action.as_str() {
+        "approve" => service.approve(&id, "the dashboard").await?,
+        "veto" => {
+            let reason = form.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "no reason given".into());
+            service.veto(&id, "the dashboard", &reason).await?
+        }
+        other => return Err(bad_request(format!("unknown decision {other:?}: expected approve or veto"))),
+    }
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/approvals")]).into_response())
+}
+
 fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
+    // Before the store's lock is taken below (the service takes it too).
+    let approvals = approval_views(state)?;
     let health = state.inner.service.as_ref().map(Service::health).unwrap_or_default();
     let store = state.store()?;
     let peers = store
@@ -345,6 +443,7 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         sessions,
         events,
         budgets,
+        approvals,
     })
 }
 
@@ -784,6 +883,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pair", post(pair))
         .route("/api/budgets", get(list_budgets))
         .route("/api/approvals", get(list_approvals))
+        .route("/approvals", get(approvals_page))
+        .route("/ui/sessions/{id}/{decision}", post(decide_from_page))
         .route("/api/analysts", get(list_analysts))
         .route("/api/sessions/{id}/{decision}", post(decide_session))
         .route("/api/sessions", get(list_sessions).post(submit_session))
