@@ -242,7 +242,7 @@ pub fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_node(dir: &Path) -> Result<(NodeConfig, Store)> {
+pub(crate) fn open_node(dir: &Path) -> Result<(NodeConfig, Store)> {
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.exists() {
         bail!("{} not found: run `concord init --name NAME --dir {}` first", config_path.display(), dir.display());

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod config;
+pub mod consortium;
 pub mod dashboard;
 pub mod datasets;
 mod error;
