@@ -162,6 +162,11 @@ fn consortium_signs_results_that_verify_offline() {
     assert_eq!(doc["answer"]["rows"], v["rows"]);
     assert_eq!(doc["envelopes"].as_array().unwrap().len(), 3);
 
+    // The coordinator logs how long signing took.
+    let log = std::fs::read_to_string(format!("{}.log", dirs[0])).unwrap();
+    let signed = log.lines().find(|l| l.contains("result signed by the consortium")).expect("no signing in the log");
+    eprintln!("{signed}");
+
     // Offline verification: OK.
     let (good, text) = verify(&file, &key);
     assert!(good && text.contains("OK: the answer is what the signed shares"), "{text}");

@@ -157,7 +157,7 @@ pub enum ConsortiumReply {
     /// The group key the member derived.
     Finished {
         /// Public key package.
-        group_key: GroupKey,
+        group_key: Box<GroupKey>,
     },
     /// A signer's commitment.
     Commitment {
@@ -500,7 +500,7 @@ fn internal(e: impl std::fmt::Display) -> ServiceError {
 }
 
 fn reply(r: ConsortiumReply) -> Result<PeerReply, ServiceError> {
-    Ok(PeerReply::Consortium(r))
+    Ok(PeerReply::Consortium(Box::new(r)))
 }
 
 impl Service {
@@ -511,6 +511,14 @@ impl Service {
             return self.handle_consortium(&me, msg).await;
         }
         self.call(member, &PeerRequest::Consortium(msg)).await
+    }
+
+    /// [`Self::consortium_call`] for a message answered with data.
+    async fn consortium_ask(&self, member: &str, msg: ConsortiumMsg) -> Result<ConsortiumReply, ServiceError> {
+        match self.consortium_call(member, msg).await? {
+            PeerReply::Consortium(r) => Ok(*r),
+            other => Err(err("bad_peer_reply", format!("{member:?} answered {other:?}"))),
+        }
     }
 
     /// Handle a consortium control message from `from` (authenticated peer name).
@@ -617,7 +625,7 @@ impl Service {
                     .map_err(|e| blame(&dkg.consortium, &format!("DKG finish on {me:?}"), &e))?;
                 store_key(&self.store(), &name, &share, &group)?;
                 tracing::info!(consortium = %name, group_key = %group.public_key(), "consortium key share stored");
-                reply(ConsortiumReply::Finished { group_key: group })
+                reply(ConsortiumReply::Finished { group_key: Box::new(group) })
             }
             ConsortiumMsg::DkgOutcome { name, active, reason } => {
                 let rec = get(&self.store(), &name)?.ok_or_else(|| no_dkg(&me, &name))?;
@@ -774,10 +782,8 @@ impl Service {
         for (i, m) in members.iter().enumerate() {
             let msg =
                 ConsortiumMsg::DkgStart { name: name.to_owned(), members: members.clone(), threshold: c.threshold() };
-            match self.consortium_call(m, msg).await {
-                Ok(PeerReply::Consortium(ConsortiumReply::Round1 { package })) => {
-                    round1.push(IndexedRound1 { index: i as u16 + 1, package })
-                }
+            match self.consortium_ask(m, msg).await {
+                Ok(ConsortiumReply::Round1 { package }) => round1.push(IndexedRound1 { index: i as u16 + 1, package }),
                 Ok(other) => return Err(format!("member {m:?} answered round 1 with {other:?}")),
                 Err(e) => return Err(format!("member {m:?} failed round 1: {}", e.message)),
             }
@@ -802,8 +808,8 @@ impl Service {
         // Finish: every member derives its share and the group key.
         let mut keys: Vec<(String, GroupKey)> = Vec::with_capacity(members.len());
         for m in &members {
-            match self.consortium_call(m, ConsortiumMsg::DkgFinish { name: name.to_owned() }).await {
-                Ok(PeerReply::Consortium(ConsortiumReply::Finished { group_key })) => keys.push((m.clone(), group_key)),
+            match self.consortium_ask(m, ConsortiumMsg::DkgFinish { name: name.to_owned() }).await {
+                Ok(ConsortiumReply::Finished { group_key }) => keys.push((m.clone(), *group_key)),
                 Ok(other) => return Err(format!("member {m:?} answered the last round with {other:?}")),
                 Err(e) => return Err(format!("member {m:?} failed the last round: {}", e.message)),
             }
@@ -908,8 +914,8 @@ impl Service {
                 session: plan.id.clone(),
                 envelopes: envelopes.clone(),
             };
-            match self.consortium_call(m, msg).await {
-                Ok(PeerReply::Consortium(ConsortiumReply::Commitment { commitment })) => {
+            match self.consortium_ask(m, msg).await {
+                Ok(ConsortiumReply::Commitment { commitment }) => {
                     let index = c.index(m).ok_or("member index")?;
                     commitments.insert(index, commitment);
                     signers.push(m.clone());
@@ -933,8 +939,8 @@ impl Service {
                 session: plan.id.clone(),
                 package: package.clone(),
             };
-            match self.consortium_call(m, msg).await {
-                Ok(PeerReply::Consortium(ConsortiumReply::Share { share })) => {
+            match self.consortium_ask(m, msg).await {
+                Ok(ConsortiumReply::Share { share }) => {
                     shares.insert(*index, share);
                 }
                 Ok(other) => return Err(format!("signer {m:?} answered {other:?}")),
@@ -1147,10 +1153,11 @@ mod tests {
         };
         let (k1, g1) = concord_threshold::dkg_finish(&s1, &[(2, m2)].into(), &[(2, carry(&out2[&1]))].into()).unwrap();
         let (k2, g2) = concord_threshold::dkg_finish(&s2, &[(1, m1)].into(), &[(1, carry(&out1[&2]))].into()).unwrap();
-        let reply = PeerReply::Consortium(ConsortiumReply::Finished { group_key: g1.clone() });
+        let reply = PeerReply::Consortium(Box::new(ConsortiumReply::Finished { group_key: Box::new(g1.clone()) }));
         let back: PeerReply = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
-        let PeerReply::Consortium(ConsortiumReply::Finished { group_key }) = back else { panic!() };
-        assert_eq!(group_key, g2);
+        let PeerReply::Consortium(back) = back else { panic!() };
+        let ConsortiumReply::Finished { group_key } = *back else { panic!() };
+        assert_eq!(*group_key, g2);
         let s = result_statement(&plan(), &envelopes()).unwrap();
         let (n1, c1) = concord_threshold::sign_round1(&k1, &mut rng);
         let (n2, c2) = concord_threshold::sign_round1(&k2, &mut rng);

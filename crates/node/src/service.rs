@@ -248,7 +248,7 @@ pub enum PeerReply {
         message: String,
     },
     /// An answer to a consortium message ([`crate::consortium`]).
-    Consortium(crate::consortium::ConsortiumReply),
+    Consortium(Box<crate::consortium::ConsortiumReply>),
 }
 
 /// A refusal or failure of the service, with a stable code for the API.
