@@ -112,6 +112,8 @@ fn consortium_signs_results_that_verify_offline() {
         let text = serde_json::to_string(&list).unwrap();
         assert!(!text.contains("signing_share") && !text.contains("secret"), "{text}");
     }
+    let (_, api_doc) = http(&apis[0], "GET", "/openapi.json", "");
+    assert!(api_doc["paths"]["/api/consortia"]["post"].is_object(), "{api_doc}");
     let listed = ok(&concord(&["consortium", "list", "--node", &node_a]));
     assert!(listed.contains("research") && listed.contains("active") && listed.contains(&key), "{listed}");
     // The same name again is refused.

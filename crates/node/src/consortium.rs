@@ -1026,6 +1026,37 @@ pub async fn api_create(
     Ok((StatusCode::CREATED, axum::Json(json!(rec))))
 }
 
+/// The OpenAPI document with the consortium routes added.
+pub fn with_openapi(mut doc: Value) -> Value {
+    let error = json!({ "description": "Error", "content": { "application/json": {
+        "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let consortium = json!({ "type": "object", "properties": {
+        "name": { "type": "string" }, "members": { "type": "array", "items": { "type": "string" } },
+        "threshold": { "type": "integer" }, "coordinator": { "type": "string" },
+        "state": { "type": "string", "enum": ["creating", "active", "failed"] },
+        "reason": { "type": "string", "nullable": true },
+        "group_key": { "type": "string", "nullable": true, "description": "concord-group-v1:<64 hex>" },
+        "created_at": { "type": "integer" }, "updated_at": { "type": "integer" } } });
+    doc["paths"]["/api/consortia"] = json!({
+        "get": {
+            "summary": "The consortia this node knows (public facts; key shares are never served)",
+            "responses": { "200": { "description": "Consortia", "content": { "application/json": { "schema": {
+                "type": "object", "properties": { "consortia": { "type": "array", "items": consortium } } } } } },
+                "500": error }
+        },
+        "post": {
+            "summary": "Create a consortium: this node (a member) runs a FROST key generation with the other members",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object",
+                "required": ["name", "members", "threshold"], "properties": {
+                    "name": { "type": "string" }, "members": { "type": "array", "items": { "type": "string" } },
+                    "threshold": { "type": "integer" } } } } } },
+            "responses": { "201": { "description": "Active", "content": { "application/json": { "schema": consortium } } },
+                "400": error, "409": error, "502": error, "503": error, "500": error }
+        }
+    });
+    doc
+}
+
 fn no_dkg(me: &str, name: &str) -> ServiceError {
     err("bad_state", format!("node {me:?} runs no key generation for consortium {name:?}"))
 }

@@ -562,7 +562,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(openapi_document(&state.inner.version))
+    Json(crate::consortium::with_openapi(openapi_document(&state.inner.version)))
 }
 
 async fn not_found(request: Request) -> ApiError {
