@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod access;
 mod bench;
 mod bench_dp;
+mod consortium;
 mod demo;
 mod local;
 mod node;
@@ -75,6 +76,13 @@ enum Command {
     Node(node::NodeArgs),
     /// Ask a node to run a query as a session with other nodes; reconstruct the answer here.
     Query(query::QueryArgs),
+    /// Consortia of nodes: FROST key generation without a dealer; they sign session results.
+    Consortium {
+        #[command(subcommand)]
+        command: consortium::ConsortiumCommand,
+    },
+    /// Check a result file offline: the consortium's signature, the shares, the answer.
+    Verify(consortium::VerifyArgs),
     /// One party of a `run --processes` run (started by `concord run`).
     #[command(hide = true)]
     RunParty(run::RunPartyArgs),
@@ -114,6 +122,8 @@ fn main() -> Result<()> {
         Command::Approvals { command, node, by } => access::approvals(command, &node, &by),
         Command::Node(args) => node::node(args),
         Command::Query(args) => query::query(args),
+        Command::Consortium { command } => consortium::consortium(command),
+        Command::Verify(args) => consortium::verify(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),

@@ -58,6 +58,12 @@ pub struct QueryArgs {
     pub analyst: String,
     #[command(flatten)]
     pub privacy: crate::run::PrivacyArgs,
+    /// Have this consortium's members sign the result (see `concord consortium`).
+    #[arg(long, value_name = "NAME")]
+    pub consortium: Option<String>,
+    /// Write a self-contained, verifiable result file (`concord verify FILE --group-key KEY`).
+    #[arg(long, value_name = "FILE", requires = "consortium")]
+    pub result_file: Option<std::path::PathBuf>,
     /// Sign the request with this analyst secret key (`concord analyst new`);
     /// required by nodes with a policy. `--analyst` must be the name the nodes registered it under.
     #[arg(long, env = "CONCORD_ANALYST_KEY")]
@@ -169,6 +175,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         "analyst_key": concord_session::seal::hex(&key.public()),
         "analyst": args.analyst,
         "request": signed,
+        "consortium": args.consortium,
     });
     let start = Instant::now();
     let created = call(&addr, "POST", "/api/sessions", Some(&request))?;
@@ -239,6 +246,10 @@ pub fn query(args: QueryArgs) -> Result<()> {
     }
     let prepared = spec.prepare()?;
     let answer = prepared.reconstruct(&reports)?;
+    if let Some(c) = &args.consortium {
+        let answer = crate::consortium::answer_json(&answer);
+        crate::consortium::after_query(&view, c, &key, &answer, args.result_file.as_deref())?;
+    }
     let out = RunOutput::from_answer(answer, start.elapsed().as_secs_f64());
     print_output(&out, args.format)?;
     eprintln!("session {id} through node {addr}: {:.3} s end to end", start.elapsed().as_secs_f64());

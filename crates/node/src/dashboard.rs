@@ -623,8 +623,9 @@ mod tests {
         assert!(html.contains(&format!("title=\"{}\"", "ab".repeat(32))));
         assert!(html.contains("never"));
         assert!(!html.contains("No peers paired yet"));
-        // No scripts, no external assets.
-        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+        // No scripts, no external assets; the one link is to this node's approvals page.
+        assert!(!html.contains("<script") && !html.contains("src="));
+        assert_eq!(html.matches("href=").count(), html.matches("href=\"/approvals\"").count(), "{html}");
     }
 
     #[test]

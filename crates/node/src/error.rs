@@ -145,6 +145,9 @@ pub enum NodeError {
         /// What is wrong.
         reason: String,
     },
+    /// A consortium (key generation, key share, result statement) problem.
+    #[error("consortium: {0}")]
+    Consortium(String),
 }
 
 impl NodeError {

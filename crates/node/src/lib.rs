@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod config;
+pub mod consortium;
 pub mod dashboard;
 pub mod datasets;
 mod error;

@@ -113,6 +113,11 @@ impl AppState {
         }
     }
 
+    /// The node service, if this server runs with one.
+    pub(crate) fn node_service(&self) -> Option<&Service> {
+        self.inner.service.as_ref()
+    }
+
     fn service(&self) -> Result<&Service, ApiError> {
         self.inner.service.as_ref().ok_or_else(|| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -656,7 +661,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(openapi_document(&state.inner.version))
+    Json(crate::consortium::with_openapi(openapi_document(&state.inner.version)))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -724,6 +729,7 @@ fn session_json(store: &Store, rec: &SessionRecord) -> Result<Value, ApiError> {
         "progress": progress,
         "plan": plan,
         "results": results,
+        "attestation": crate::consortium::attestation_json(store, &rec.id)?,
     }))
 }
 
@@ -890,6 +896,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions", get(list_sessions).post(submit_session))
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/cancel", post(cancel_session))
+        .route("/api/consortia", get(crate::consortium::api_list).post(crate::consortium::api_create))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -105,6 +105,9 @@ pub struct SessionPlan {
     pub request: Option<SignedRequest>,
     /// When the coordinator created it, Unix seconds.
     pub created_at: i64,
+    /// The consortium that signs the result, if any ([`crate::consortium`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consortium: Option<String>,
 }
 
 /// Progress phase of a node whose operator has not approved the session yet.
@@ -252,6 +255,8 @@ pub enum PeerRequest {
         /// The operator's reason.
         reason: String,
     },
+    /// Consortium key generation and result signing ([`crate::consortium`]).
+    Consortium(crate::consortium::ConsortiumMsg),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -279,6 +284,8 @@ pub enum PeerReply {
         /// What was wrong.
         message: String,
     },
+    /// An answer to a consortium message ([`crate::consortium`]).
+    Consortium(Box<crate::consortium::ConsortiumReply>),
 }
 
 /// A refusal or failure of the service, with a stable code for the API.
@@ -335,6 +342,9 @@ pub struct SubmitRequest {
     /// it must cover exactly the query, dataset, parties, options and key above.
     #[serde(default)]
     pub request: Option<SignedRequest>,
+    /// A consortium whose members sign the result ([`crate::consortium`]).
+    #[serde(default)]
+    pub consortium: Option<String>,
 }
 
 /// A peer's health as the failure detector sees it.
@@ -394,6 +404,7 @@ struct Shared {
     slow_ms: u64,
     privacy: PrivacyConfig,
     access: AccessConfig,
+    consortium_rounds: crate::consortium::Rounds,
 }
 
 /// The running node's service. Cheap to clone.
@@ -479,6 +490,7 @@ impl Service {
                 slow_ms,
                 privacy,
                 access,
+                consortium_rounds: Default::default(),
             }),
         }
     }
@@ -498,8 +510,12 @@ impl Service {
         &self.shared.metrics
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.shared.store)
+    }
+
+    pub(crate) fn consortium_rounds(&self) -> &crate::consortium::Rounds {
+        &self.shared.consortium_rounds
     }
 
     /// Every peer's health (paired, non-revoked peers; `unknown` before the first ping).
@@ -632,6 +648,7 @@ impl Service {
                 self.on_finished(from, &session, &envelope, rounds, bytes_sent).await
             }
             PeerRequest::Failed { session, reason } => self.on_failed(from, &session, &reason).await,
+            PeerRequest::Consortium(msg) => return self.on_consortium(from, msg).await,
         };
         match result {
             Ok(()) => PeerReply::Ok,
@@ -820,6 +837,7 @@ impl Service {
                 return Err(err("bad_request", format!("party {p:?} is named twice")));
             }
         }
+        self.check_session_consortium(req.consortium.as_deref(), &req.parties)?;
         let dataset = match req.dataset.clone().or_else(|| from_table(&req.sql)) {
             Some(d) => d,
             None => return Err(err("bad_request", "the query names no table after FROM and no dataset was given")),
@@ -925,6 +943,7 @@ impl Service {
             options,
             request: req.request.clone(),
             created_at: unix_now(),
+            consortium: req.consortium.clone(),
         };
         let mut needs_approval = false;
         if let Some((verified, allowed)) = &checked {
@@ -1113,7 +1132,10 @@ impl Service {
         let name = plan.parties.get(index).map_or("?", |p| p.name.as_str());
         store.set_progress(&plan.id, name, &format!("done ({rounds} rounds, {bytes} bytes sent)"))?;
         let count = store.put_result(&plan.id, index, &json)?;
-        if count == plan.parties.len() {
+        if count == plan.parties.len() && plan.consortium.is_some() {
+            // Done once the consortium has signed (or failed to).
+            tokio::spawn(self.clone().attest(plan.clone()));
+        } else if count == plan.parties.len() {
             store.set_session_state(&plan.id, SessionState::Done, None)?;
             tracing::info!(session = %plan.id, "session done; result shares held for the analyst");
         }
@@ -1642,6 +1664,11 @@ impl Service {
         let envelope = seal(&key, &plan.id, index, &body, &mut rng).map_err(|e| e.to_string())?;
         let (rounds, bytes_sent) = (report.rounds, report.bytes_sent);
         drop(report);
+        if plan.consortium.is_some() && plan.coordinator != self.name() {
+            // Kept so that this node can check the result statement before it signs it.
+            let json = serde_json::to_string(&envelope).map_err(|e| e.to_string())?;
+            self.store().put_result(&plan.id, index, &json).map_err(|e| e.to_string())?;
+        }
         self.report(plan, PeerRequest::Finished { session: plan.id.clone(), envelope, rounds, bytes_sent })
             .await
             .map_err(|e| format!("could not deliver the result share to the coordinator: {e}"))?;

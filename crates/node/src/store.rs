@@ -123,6 +123,31 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (analyst, nonce)
         ) STRICT;",
     ),
+    // Consortia (crate::consortium): public records, key shares (secret), result attestations.
+    M::up(
+        "CREATE TABLE consortia (
+            name TEXT PRIMARY KEY,
+            members TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            coordinator TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('creating', 'active', 'failed')),
+            reason TEXT,
+            group_key TEXT,
+            public_key TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE consortium_key_shares (
+            consortium TEXT PRIMARY KEY,
+            secret TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE session_attestations (
+            session_id TEXT PRIMARY KEY,
+            consortium TEXT NOT NULL,
+            body TEXT,
+            error TEXT
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
@@ -263,6 +288,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for the tables of other modules (`crate::consortium`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// The schema version (`user_version`).

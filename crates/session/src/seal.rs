@@ -57,6 +57,17 @@ impl AnalystKey {
         MontgomeryPoint::mul_base_clamped(self.0).to_bytes()
     }
 
+    /// The secret key's 32 bytes, hex: for disclosing a per-query key after
+    /// the fact (a verifiable result file), never for keeping.
+    pub fn disclose(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// A key disclosed by [`AnalystKey::disclose`] (64 hex digits).
+    pub fn from_disclosed(hex_key: &str) -> Option<AnalystKey> {
+        decode32(hex_key.trim()).map(AnalystKey)
+    }
+
     /// Open `envelope`, sealed by party `party` in session `session`.
     /// Fails if it was sealed to another key, session or party, or altered.
     pub fn open(&self, session: &str, party: usize, envelope: &Envelope) -> Result<Vec<u8>, SessionError> {
