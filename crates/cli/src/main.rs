@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit;
 mod bench;
 mod bench_dp;
 mod demo;
@@ -51,6 +52,11 @@ enum Command {
     },
     /// Run the node: HTTP API, dashboard and peer port (sessions, heartbeats) until Ctrl-C or SIGTERM.
     Node(node::NodeArgs),
+    /// The node's tamper-evident audit log: verify, export, verify an export, cross-check a session, print.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Ask a node to run a query as a session with other nodes; reconstruct the answer here.
     Query(query::QueryArgs),
     /// One party of a `run --processes` run (started by `concord run`).
@@ -76,6 +82,7 @@ fn main() -> Result<()> {
         Command::Peer { command } => node::peer(command),
         Command::Budget { command } => node::budget(command),
         Command::Node(args) => node::node(args),
+        Command::Audit { command } => audit::audit(command),
         Command::Query(args) => query::query(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),

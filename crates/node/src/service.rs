@@ -574,7 +574,9 @@ impl Service {
                 }
                 Err(e) => Err(e.into()),
             },
-            PeerRequest::Propose { plan } => self.on_propose(from, &plan),
+            PeerRequest::Propose { plan } => self
+                .on_propose(from, &plan)
+                .inspect_err(|e| crate::audit::session_refused(&mut self.store(), from, &plan, e)),
             PeerRequest::Start { session } => self.on_start(from, &session),
             PeerRequest::Cancel { session, reason, failed } => self.on_cancel(from, &session, &reason, failed),
             PeerRequest::Progress { session, phase } => self.on_progress(from, &session, &phase),
@@ -990,7 +992,11 @@ impl Service {
         let mut store = self.store();
         let name = plan.parties.get(index).map_or("?", |p| p.name.as_str());
         store.set_progress(&plan.id, name, &format!("done ({rounds} rounds, {bytes} bytes sent)"))?;
+        let fresh = !store.results(&plan.id)?.iter().any(|(i, _)| *i == index);
         let count = store.put_result(&plan.id, index, &json)?;
+        if fresh {
+            crate::audit::result_revealed(&mut store, plan, index, &json)?; // audit: the first share of this party
+        }
         if count == plan.parties.len() {
             store.set_session_state(&plan.id, SessionState::Done, None)?;
             tracing::info!(session = %plan.id, "session done; result shares held for the analyst");
