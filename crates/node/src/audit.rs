@@ -1036,6 +1036,34 @@ mod tests {
         assert!(concord_audit::verify_export(&bad, None).is_err());
     }
 
+    /// A participant hashes its own serialisation of the plan it received:
+    /// it must be the coordinator's bytes, privacy parameters (floats) included.
+    #[test]
+    fn a_plan_hashes_the_same_after_the_participant_parses_and_stores_it() {
+        use rand_core::{RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let mut values: Vec<f64> = (1..=2000).map(|i| f64::from(i) / 1000.0).collect();
+        values.extend([1.0 / 3.0, 0.1 + 0.2, 1e-6, 1e6, std::f64::consts::LN_2]);
+        // Random doubles in (0, 10), all 53 bits of mantissa.
+        values.extend(
+            (0..20_000).map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 10.0 + f64::MIN_POSITIVE),
+        );
+        for v in values {
+            for key in ["epsilon", "rho"] {
+                let mut plan: Value = serde_json::from_str(&plan_json("ab", &["a", "b"], "q")).unwrap();
+                plan["spec"]["privacy"] = json!({ key: v });
+                let coordinator = serde_json::to_string(&serde_json::from_value::<SessionPlan>(plan).unwrap()).unwrap();
+                let received: SessionPlan = serde_json::from_str(&coordinator).unwrap();
+                let participant = serde_json::to_string(&received).unwrap();
+                assert_eq!(
+                    session_accepted_body(&coordinator)["plan_hash"],
+                    session_accepted_body(&participant)["plan_hash"],
+                    "{key} = {v:?}: {coordinator} vs {participant}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn pending_event_records_map_kinds_and_sessions_into_the_audit_domain() {
         let p = Pending::event("peer.up", "m", Some("s-1"), json!({ "peer": "b" }));
