@@ -294,6 +294,29 @@ fn three_nodes_agree_on_a_session_and_a_lying_log_is_named() {
     let page = common::get(&apis[1], "/").1;
     assert!(page.contains("Audit trail") && page.contains("session.accepted"), "{page}");
 
+    // A session refused at propose time: hospital-c gives analyst mallory no budget.
+    ok(&concord(&["budget", "set", "--analyst", "mallory", "--dataset", "patients", "--rho", "0", "--dir", &dirs[2]]));
+    let parties = names.join(",");
+    let err = fails(&query(
+        &apis[1],
+        "SELECT COUNT(*) FROM patients",
+        &parties,
+        &["--analyst", "mallory", "--epsilon", "0.5"],
+    ));
+    assert!(err.contains("budget_exceeded") && err.contains("hospital-c"), "{err}");
+    let (_, v) = http(&apis[2], "GET", "/api/audit?limit=20", "");
+    let refusal = v["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "session.refused").cloned();
+    let refusal = refusal.unwrap_or_else(|| panic!("no session.refused entry on hospital-c: {v}"));
+    assert!(refusal["body"]["reason"].as_str().unwrap().contains("budget_exceeded"), "{refusal}");
+    assert_eq!(
+        (refusal["body"]["from"].as_str(), refusal["body"]["analyst"].as_str()),
+        (Some("hospital-b"), Some("mallory"))
+    );
+    let refused = refusal["session"].as_str().unwrap().to_owned();
+    wait_until("the refused session failed on the coordinator", 30, || {
+        sessions(&apis[1]).iter().any(|s| s["id"] == refused.as_str() && s["state"] == "failed")
+    });
+
     // Each node's log verifies, although the CLI wrote to it next to the running node.
     for dir in &dirs {
         ok(&concord(&["audit", "verify", "--dir", dir]));
@@ -329,6 +352,11 @@ fn three_nodes_agree_on_a_session_and_a_lying_log_is_named() {
     assert!(err.contains("given twice"), "{err}");
     let err = fails(&concord(&["audit", "cross-check", "--session", "00ff", &files[0], &files[1]]));
     assert!(err.contains("hospital-a") && err.contains("no entry for the session"), "{err}");
+    // The refused session: hospital-c never accepted the plan the others logged.
+    let mut refused_args = vec!["audit", "cross-check", "--session", &refused];
+    refused_args.extend(files.iter().map(String::as_str));
+    let err = fails(&concord(&refused_args));
+    assert!(err.contains("\"hospital-c\" disagrees on plan_hash: records nothing, 2 of 3 nodes record"), "{err}");
     drop(nodes);
 
     // hospital-c lies: with its own key it logs that the session failed. The
