@@ -466,12 +466,14 @@ impl Store {
     /// reordered, spliced from another chain, forged, truncated). A log with
     /// entries and no head file does not verify (truncation could not be ruled out).
     pub fn verify_audit(&self, key: &VerifyingKey) -> Result<AuditReport, NodeError> {
-        let entries = self.audit_entries()?;
+        // The head first: it is written only after its entries are committed, so
+        // a write committed meanwhile (by a running node) cannot look like a truncation.
         let head_path = self.audit_head_path();
         let checkpoint = match &head_path {
             Some(p) => read_head(p)?,
             None => None,
         };
+        let entries = self.audit_entries()?;
         if let (Some(p), None, false) = (&head_path, &checkpoint, entries.is_empty()) {
             return Err(NodeError::Audit {
                 path: p.clone(),
