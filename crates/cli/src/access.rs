@@ -12,7 +12,7 @@ use concord_node::access::{load_policy, StoreRegistry};
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
-use crate::node::{http_request, open_node, DirArg};
+use crate::node::{call, open_node, DirArg};
 
 /// `concord analyst` subcommands.
 #[derive(Subcommand, Clone, Debug)]
@@ -195,26 +195,9 @@ pub enum ApprovalsCommand {
     },
 }
 
-fn api(node: &str) -> String {
-    node.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
-fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let body = body.map(Value::to_string);
-    let (status, text) = http_request(addr, method, path, body.as_deref())
-        .with_context(|| format!("cannot reach the node at http://{addr}"))?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let code = v["error"]["code"].as_str().unwrap_or("http_error");
-        let message = v["error"]["message"].as_str().map_or_else(|| text.trim().to_owned(), str::to_owned);
-        bail!("{code}: {message} (HTTP {status})");
-    }
-    Ok(v)
-}
-
 /// `concord approvals ...` against the node's API (the operator's own node).
 pub fn approvals(command: Option<ApprovalsCommand>, node: &str, by: &str) -> Result<()> {
-    let addr = api(node);
+    let addr = crate::node::api_address(node);
     match command.unwrap_or(ApprovalsCommand::List) {
         ApprovalsCommand::List => {
             let v = call(&addr, "GET", "/api/approvals", None)?;

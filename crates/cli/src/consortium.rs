@@ -23,7 +23,7 @@ use concord_session::ShareReport;
 use concord_threshold::{GroupPublicKey, Signature};
 use serde_json::{json, Value};
 
-use crate::node::http_request;
+use crate::node::{api_address, call};
 
 /// `concord consortium ...`.
 #[derive(Subcommand, Clone, Debug)]
@@ -64,23 +64,6 @@ pub struct VerifyArgs {
     /// The consortium's group public key (`concord-group-v1:...`), obtained independently of the file.
     #[arg(long)]
     pub group_key: String,
-}
-
-fn api_address(node: &str) -> String {
-    node.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
-fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let body = body.map(Value::to_string);
-    let (status, text) = http_request(addr, method, path, body.as_deref())
-        .with_context(|| format!("cannot reach the node at http://{addr}"))?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let code = v["error"]["code"].as_str().unwrap_or("http_error");
-        let message = v["error"]["message"].as_str().map_or_else(|| text.trim().to_owned(), str::to_owned);
-        bail!("{code}: {message} (HTTP {status})");
-    }
-    Ok(v)
 }
 
 /// `concord consortium ...`.

@@ -602,3 +602,23 @@ async fn shutdown_signal() {
         () = term => tracing::info!("SIGTERM: shutting down"),
     }
 }
+
+/// The `host:port` of a node's API given as `http://host:port[/]` or `host:port`.
+pub fn api_address(node: &str) -> String {
+    node.trim_start_matches("http://").trim_end_matches('/').to_owned()
+}
+
+/// The node's JSON answer, or its error (code and message) as an error.
+/// One call of a node's API: its JSON answer, or its error (code and message) as an error.
+pub fn call(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    let body = body.map(serde_json::Value::to_string);
+    let (status, text) = http_request(addr, method, path, body.as_deref())
+        .with_context(|| format!("cannot reach the node at http://{addr}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    if !(200..300).contains(&status) {
+        let code = v["error"]["code"].as_str().unwrap_or("http_error");
+        let message = v["error"]["message"].as_str().map_or_else(|| text.trim().to_owned(), str::to_owned);
+        bail!("{code}: {message} (HTTP {status})");
+    }
+    Ok(v)
+}

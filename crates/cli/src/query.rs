@@ -11,7 +11,7 @@ use concord_session::{SessionOptions, SessionSpec, ShareReport};
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
-use crate::node::http_request;
+use crate::node::{api_address, call};
 use crate::run::{print_output, Format, InputCheckArg, OrderMethodArg, RevealArg, RunOutput, SchemeArg};
 
 /// Arguments of `concord query`.
@@ -87,7 +87,8 @@ fn signed_request(
     let key = crate::access::read_key(path)?;
     let dataset = match &args.dataset {
         Some(d) => d.clone(),
-        None => from_table(&args.sql).ok_or_else(|| anyhow!("the query names no table after FROM; give --dataset"))?,
+        None => concord_node::service::from_table(&args.sql)
+            .ok_or_else(|| anyhow!("the query names no table after FROM; give --dataset"))?,
     };
     let now = concord_node::access::now_ms();
     let request = concord_access::Request {
@@ -104,35 +105,6 @@ fn signed_request(
     };
     request.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(Some(concord_access::sign(request, &key)))
-}
-
-/// The table after FROM (the default dataset), as the node reads it.
-fn from_table(sql: &str) -> Option<String> {
-    let mut words = sql.split_whitespace();
-    while let Some(w) = words.next() {
-        if w.eq_ignore_ascii_case("from") {
-            return words.next().map(|t| t.trim_end_matches([';', ',', ')']).to_owned());
-        }
-    }
-    None
-}
-
-fn api_address(node: &str) -> String {
-    node.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
-/// The node's JSON answer, or its error (code and message) as an error.
-fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let body = body.map(Value::to_string);
-    let (status, text) = http_request(addr, method, path, body.as_deref())
-        .with_context(|| format!("cannot reach the node at http://{addr}"))?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let code = v["error"]["code"].as_str().unwrap_or("http_error");
-        let message = v["error"]["message"].as_str().map_or_else(|| text.trim().to_owned(), str::to_owned);
-        bail!("{code}: {message} (HTTP {status})");
-    }
-    Ok(v)
 }
 
 fn phase_line(view: &Value) -> String {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_until, Node};
+use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_all_up, wait_until, Node};
 use common::{concord, fails, ok, TempDir};
 
 use serde_json::Value as J;
@@ -116,12 +116,7 @@ fn every_node_checks_signed_requests_against_its_own_policy() {
     assert!(err.contains("never overwritten"), "{err}");
     let mut nodes: Vec<Option<Node>> = (0..3).map(|i| Some(start(&dirs[i], &apis[i], &[]))).collect();
     pair_all(&dirs);
-    wait_until("every peer up", 30, || {
-        (0..3).all(|i| {
-            let (_, v) = http(&apis[i], "GET", "/api/peers", "");
-            v["peers"].as_array().is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["health"] == "up"))
-        })
-    });
+    wait_all_up(&apis);
     let parties = names.join(",");
     let alice = ["--analyst", "alice", "--key", &keys[0]];
     let with = |extra: &[&str]| -> Vec<String> { alice.iter().chain(extra).map(|s| s.to_string()).collect() };

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_until, Node};
+use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_all_up, wait_until, Node};
 use common::{concord, fails, ok, TempDir};
 
 use std::path::Path;
@@ -246,12 +246,7 @@ fn three_nodes_agree_on_a_session_and_a_lying_log_is_named() {
     }
     let nodes: Vec<Node> = (0..3).map(|i| start(&dirs[i], &apis[i], &[])).collect();
     pair_all(&dirs);
-    wait_until("every peer up", 30, || {
-        (0..3).all(|i| {
-            let (_, v) = http(&apis[i], "GET", "/api/peers", "");
-            v["peers"].as_array().is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["health"] == "up"))
-        })
-    });
+    wait_all_up(&apis);
     let out = ok(&query(&apis[1], "SELECT sex, COUNT(*) FROM patients GROUP BY sex", &names.join(","), &[]));
     let v: J = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rows"].as_array().unwrap().len(), 2, "{out}");

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_until, Node};
+use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_all_up, wait_until, Node};
 use common::{concord, fails, ok, TempDir};
 
 use serde_json::Value as J;
@@ -62,12 +62,7 @@ fn consortium_signs_results_that_verify_offline() {
     }
     let mut nodes: Vec<Option<Node>> = (0..3).map(|i| Some(start(&dirs[i], &apis[i], &[]))).collect();
     pair_all(&dirs);
-    wait_until("every peer up", 30, || {
-        (0..3).all(|i| {
-            let (_, v) = http(&apis[i], "GET", "/api/peers", "");
-            v["peers"].as_array().is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["health"] == "up"))
-        })
-    });
+    wait_all_up(&apis);
     let node_a = format!("http://{}", apis[0]);
 
     // An unknown member is refused, named, before anything is stored.

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_until, Node};
+use common::nodes::{http, init_node, pair_all, query, sessions, start, wait_all_up, wait_until, Node};
 use common::{concord, fails, ok, TempDir};
 
 use serde_json::Value as J;
@@ -76,12 +76,7 @@ fn private_queries_through_nodes_spend_and_enforce_budgets() {
     }
     let mut nodes: Vec<Option<Node>> = (0..3).map(|i| Some(start(&dirs[i], &apis[i], &[]))).collect();
     pair_all(&dirs);
-    wait_until("every peer up", 30, || {
-        (0..3).all(|i| {
-            let (_, v) = http(&apis[i], "GET", "/api/peers", "");
-            v["peers"].as_array().is_some_and(|ps| ps.len() == 2 && ps.iter().all(|p| p["health"] == "up"))
-        })
-    });
+    wait_all_up(&apis);
     let parties = names.join(",");
     let n = all.len() as f64;
 

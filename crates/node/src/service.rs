@@ -428,7 +428,7 @@ fn fingerprint_of(hex_fp: &str) -> Option<[u8; 32]> {
 }
 
 /// The table after FROM in `sql` (the default dataset name).
-fn from_table(sql: &str) -> Option<String> {
+pub fn from_table(sql: &str) -> Option<String> {
     let mut words = sql.split_whitespace();
     while let Some(w) = words.next() {
         if w.eq_ignore_ascii_case("from") {
