@@ -16,8 +16,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use serde_json::Value as J;
-
 const NAMES: [&str; 5] = ["doctor-a", "doctor-b", "doctor-c", "doctor-d", "doctor-e"];
 
 /// `concord unseal ...` running in the background, its request id read from its first line.

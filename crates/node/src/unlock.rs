@@ -62,6 +62,27 @@ pub const MAX_REASON: usize = 2000;
 /// tests can check the requester names it.
 pub const FORGE_SHARE_ENV: &str = "CONCORD_TEST_FORGE_UNLOCK_SHARE";
 
+/// One member's broadcast, with its index (1-based position in the member list).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Indexed<T> {
+    /// The sender's index.
+    pub index: u16,
+    /// Its broadcast.
+    pub message: T,
+}
+
+/// The broadcasts as a map by index, except ours; a repeated index is refused.
+fn by_index<T>(list: Vec<Indexed<T>>, me: Option<u16>) -> Result<BTreeMap<u16, T>, ServiceError> {
+    let mut out = BTreeMap::new();
+    for m in list {
+        if Some(m.index) != me && out.insert(m.index, m.message).is_some() {
+            return Err(err("bad_request", format!("two broadcasts for member {}", m.index)));
+        }
+    }
+    Ok(out)
+}
+
 /// Unlock control messages (inside [`PeerRequest::Unlock`]). `Debug` shows
 /// the kind and names only (round-3 messages are secret).
 #[derive(Clone, Serialize, Deserialize)]
@@ -81,7 +102,7 @@ pub enum UnlockMsg {
         /// Consortium name.
         consortium: String,
         /// All `n` commitments.
-        round1: BTreeMap<u16, UnlockRound1Msg>,
+        round1: Vec<Indexed<UnlockRound1Msg>>,
     },
     /// Coordinator to member: every member's public polynomial; send each
     /// round-3 share directly to its recipient.
@@ -89,7 +110,7 @@ pub enum UnlockMsg {
         /// Consortium name.
         consortium: String,
         /// All `n` round-2 broadcasts.
-        round2: BTreeMap<u16, UnlockRound2Msg>,
+        round2: Vec<Indexed<UnlockRound2Msg>>,
     },
     /// Member to member (directly; secret): the sender's share for the receiver.
     DkgRound3 {
@@ -738,7 +759,7 @@ impl Service {
                 tracing::info!(consortium = %consortium, coordinator = from, "unlock DKG round 1");
                 reply(UnlockReply::Round1 { message })
             }
-            UnlockMsg::DkgRound1 { consortium, mut round1 } => {
+            UnlockMsg::DkgRound1 { consortium, round1 } => {
                 let (secret, members) = self.take_stage(from, &consortium)?;
                 let Stage::Round1(secret) = secret else {
                     return Err(err(
@@ -746,15 +767,13 @@ impl Service {
                         format!("the unlock DKG of {consortium:?} on {me:?} is not in round 1"),
                     ));
                 };
-                if let Some(i) = index_of(&members, &me) {
-                    round1.remove(&i);
-                }
+                let round1 = by_index(round1, index_of(&members, &me))?;
                 let (secret, message) = concord_threshold::unlock_dkg_round2(secret, &round1)
                     .map_err(|e| blame(&members, &format!("unlock DKG round 2 on {me:?}"), &e))?;
                 self.put_stage(&consortium, Stage::Round2(secret));
                 reply(UnlockReply::Round2 { message })
             }
-            UnlockMsg::DkgRound2 { consortium, mut round2 } => {
+            UnlockMsg::DkgRound2 { consortium, round2 } => {
                 let (secret, members) = self.take_stage(from, &consortium)?;
                 let Stage::Round2(secret) = secret else {
                     return Err(err(
@@ -762,9 +781,7 @@ impl Service {
                         format!("the unlock DKG of {consortium:?} on {me:?} is not in round 2"),
                     ));
                 };
-                if let Some(i) = index_of(&members, &me) {
-                    round2.remove(&i);
-                }
+                let round2 = by_index(round2, index_of(&members, &me))?;
                 let (secret, out) = concord_threshold::unlock_dkg_round3(secret, &round2)
                     .map_err(|e| blame(&members, &format!("unlock DKG round 3 on {me:?}"), &e))?;
                 self.put_stage(&consortium, Stage::Round3(secret));
@@ -994,23 +1011,23 @@ impl Service {
 
     async fn run_unlock_dkg(&self, consortium: &str, members: &[String], t: u16) -> Result<(), String> {
         let c = consortium.to_owned();
-        let mut round1 = BTreeMap::new();
+        let mut round1 = Vec::new();
         for (i, m) in members.iter().enumerate() {
             let msg = UnlockMsg::DkgStart { consortium: c.clone(), members: members.to_vec(), threshold: t };
             match self.unlock_ask(m, msg).await {
                 Ok(UnlockReply::Round1 { message }) => {
-                    round1.insert(i as u16 + 1, message);
+                    round1.push(Indexed { index: i as u16 + 1, message });
                 }
                 Ok(other) => return Err(format!("member {m:?} answered round 1 with {other:?}")),
                 Err(e) => return Err(format!("member {m:?} failed round 1: {}", e.message)),
             }
         }
-        let mut round2 = BTreeMap::new();
+        let mut round2 = Vec::new();
         for (i, m) in members.iter().enumerate() {
             let msg = UnlockMsg::DkgRound1 { consortium: c.clone(), round1: round1.clone() };
             match self.unlock_ask(m, msg).await {
                 Ok(UnlockReply::Round2 { message }) => {
-                    round2.insert(i as u16 + 1, message);
+                    round2.push(Indexed { index: i as u16 + 1, message });
                 }
                 Ok(other) => return Err(format!("member {m:?} answered round 2 with {other:?}")),
                 Err(e) => return Err(format!("member {m:?} failed round 2: {}", e.message)),
@@ -1534,6 +1551,13 @@ mod tests {
             UnlockMsg::Share { id: "1".repeat(32), share },
             UnlockMsg::Rejected { id: "2".repeat(32), reason: "no".into() },
             UnlockMsg::DkgOutcome { consortium: "c".into(), active: true, reason: None },
+            UnlockMsg::DkgRound1 {
+                consortium: "c".into(),
+                round1: vec![Indexed {
+                    index: 2,
+                    message: concord_threshold::unlock_dkg_round1(2, 3, 2, &mut os_rng()).unwrap().1,
+                }],
+            },
         ];
         for m in msgs {
             let json = serde_json::to_string(&PeerRequest::Unlock(m.clone())).unwrap();
