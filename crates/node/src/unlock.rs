@@ -140,7 +140,7 @@ pub enum UnlockMsg {
         /// Consortium name (whose unlock key sealed the file).
         consortium: String,
         /// The sealed file (ciphertext; hex).
-        sealed: SealedFile,
+        sealed: Box<SealedFile>,
         /// Why the requester wants it opened.
         reason: String,
     },
@@ -149,7 +149,7 @@ pub enum UnlockMsg {
         /// Request id.
         id: String,
         /// The decryption share, with its proof.
-        share: DecryptionShare,
+        share: Box<DecryptionShare>,
     },
     /// Member to requester: the member's operator rejected the request.
     Rejected {
@@ -1124,7 +1124,7 @@ impl Service {
             let msg = UnlockMsg::Request {
                 id: id.clone(),
                 consortium: consortium.clone(),
-                sealed: sealed.clone(),
+                sealed: Box::new(sealed.clone()),
                 reason: reason.to_owned(),
             };
             if let Err(e) = self.call(m, &PeerRequest::Unlock(msg)).await {
@@ -1167,7 +1167,7 @@ impl Service {
                     tracing::warn!("{FORGE_SHARE_ENV} is set: sending a forged decryption share (a test hook)");
                     d = forge(&public, d)?;
                 }
-                UnlockMsg::Share { id: id.to_owned(), share: d }
+                UnlockMsg::Share { id: id.to_owned(), share: Box::new(d) }
             }
             Decision::Reject => {
                 let why = reason.unwrap_or("no reason given");
@@ -1545,10 +1545,10 @@ mod tests {
             UnlockMsg::Request {
                 id: "0".repeat(32),
                 consortium: "c".into(),
-                sealed: file.clone(),
+                sealed: Box::new(file.clone()),
                 reason: "audit".into(),
             },
-            UnlockMsg::Share { id: "1".repeat(32), share },
+            UnlockMsg::Share { id: "1".repeat(32), share: Box::new(share) },
             UnlockMsg::Rejected { id: "2".repeat(32), reason: "no".into() },
             UnlockMsg::DkgOutcome { consortium: "c".into(), active: true, reason: None },
             UnlockMsg::DkgRound1 {
