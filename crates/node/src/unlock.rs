@@ -1120,6 +1120,8 @@ impl Service {
             "unlock.request",
             &format!("unlock request {id} (consortium {consortium:?}, file {}): {reason}", hex(&sealed.digest())),
         );
+        // Forwarded to every other member concurrently (one slow member does not hold up the others).
+        let mut calls = Vec::new();
         for m in key.members.iter().filter(|m| **m != me) {
             let msg = UnlockMsg::Request {
                 id: id.clone(),
@@ -1127,9 +1129,17 @@ impl Service {
                 sealed: Box::new(sealed.clone()),
                 reason: reason.to_owned(),
             };
-            if let Err(e) = self.call(m, &PeerRequest::Unlock(msg)).await {
+            let (svc, m) = (self.clone(), m.clone());
+            calls.push(tokio::spawn(async move {
+                let r = svc.call(&m, &PeerRequest::Unlock(msg)).await;
+                (m, r)
+            }));
+        }
+        for call in calls {
+            let (m, r) = call.await.map_err(internal)?;
+            if let Err(e) = r {
                 tracing::warn!(request = %id, member = %m, error = %e.message, "unlock request not delivered");
-                put_response(&self.store(), &id, m, "unreachable", Some(&e.message), None)?;
+                put_response(&self.store(), &id, &m, "unreachable", Some(&e.message), None)?;
             }
         }
         Ok(id)
