@@ -205,6 +205,7 @@ fn three_of_five_doctors_unlock_a_record() {
     let (success, _, stderr) = u.finish();
     assert!(!success);
     assert!(stderr.contains("2 of the 3 approvals needed after 10 s"), "{stderr}");
+    assert!(stderr.contains("2 of 3 approvals (approved: doctor-a, doctor-b)"), "{stderr}");
     assert!(
         stderr.contains(
             "\"doctor-c\" (rejected: not for this study), \"doctor-d\" (no answer), \"doctor-e\" (no answer)"
