@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod access;
+mod audit;
 mod bench;
 mod bench_dp;
 mod consortium;
@@ -75,6 +76,11 @@ enum Command {
     },
     /// Run the node: HTTP API, dashboard and peer port (sessions, heartbeats) until Ctrl-C or SIGTERM.
     Node(node::NodeArgs),
+    /// The node's tamper-evident audit log: verify, export, verify an export, cross-check a session, print.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Ask a node to run a query as a session with other nodes; reconstruct the answer here.
     Query(query::QueryArgs),
     /// Consortia of nodes: FROST key generation without a dealer; they sign session results.
@@ -131,6 +137,7 @@ fn main() -> Result<()> {
         Command::Policy { command: PolicyCommand::Check { request, dir } } => access::policy_check(&request, &dir),
         Command::Approvals { command, node, by } => access::approvals(command, &node, &by),
         Command::Node(args) => node::node(args),
+        Command::Audit { command } => audit::audit(command),
         Command::Query(args) => query::query(args),
         Command::Consortium { command } => consortium::consortium(command),
         Command::Verify(args) => consortium::verify(args),

@@ -227,6 +227,7 @@ pub fn init(args: InitArgs) -> Result<()> {
     let data_dir = config.data_dir_in(dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let mut store = Store::open(&data_dir.join(STORE_FILE))?;
+    store.set_auditor(identity.name(), identity.signing_key().clone())?; // every write is audited
     store.record_event("node.init", &format!("node {:?} initialised", args.name))?;
     let public = identity.public();
     println!("Initialised node {:?} in {}", public.name, dir.display());
@@ -249,7 +250,8 @@ pub fn open_node(dir: &Path) -> Result<(NodeConfig, Store)> {
         bail!("{} not found: run `concord init --name NAME --dir {}` first", config_path.display(), dir.display());
     }
     let config = NodeConfig::load(&config_path)?;
-    let store = Store::open(&config.data_dir_in(dir).join(STORE_FILE))?;
+    let mut store = Store::open(&config.data_dir_in(dir).join(STORE_FILE))?;
+    crate::audit::attach(&mut store, dir, &config.name)?; // every write is audited
     Ok((config, store))
 }
 

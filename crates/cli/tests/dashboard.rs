@@ -292,6 +292,10 @@ fn dashboard_in_headless_chromium() {
         "dataset.added",
         "peer.paired",
         " UTC",
+        // the audit trail: signed entries and the head checkpoint
+        "Audit trail (",
+        "session.accepted",
+        "signed head checkpoint of entry",
     ] {
         assert!(text.contains(seen), "the page does not show {seen:?}; it shows:\n{text}");
     }

@@ -1,6 +1,7 @@
 //! The node dashboard: one server-rendered HTML page (inline CSS, no
 //! JavaScript, no external assets) with the node's peers and their health,
-//! its datasets, MPC sessions with their progress, and the recent events.
+//! its datasets, MPC sessions with their progress, the recent events, and the
+//! audit trail (the most recent signed audit entries and the head checkpoint).
 //!
 //! The page is built from plain view structs ([`DashboardView`] and its
 //! parts), independent of the store, so any part of the node can fill them;
@@ -33,6 +34,27 @@ pub struct DashboardView {
     pub budgets: Vec<BudgetView>,
     /// Sessions waiting for this node's operator.
     pub approvals: Vec<ApprovalView>,
+    /// The most recent audit entries, newest first.
+    pub audit: Vec<AuditView>,
+    /// One line about the audit log's head (entries, signed checkpoint).
+    pub audit_head: String,
+}
+
+/// One entry of the audit log (see [`crate::audit`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditView {
+    /// Position in the chain.
+    pub seq: u64,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Kind, e.g. `session.accepted`.
+    pub kind: String,
+    /// The session it is about (empty: none).
+    pub session: String,
+    /// The body, as JSON.
+    pub body: String,
+    /// The entry's hash, hex.
+    pub hash: String,
 }
 
 /// A session waiting for this node's operator, or one the operator may veto.
@@ -465,6 +487,37 @@ fn events(out: &mut String, events: &[EventView]) {
     out.push_str("</section>");
 }
 
+fn audit(out: &mut String, entries: &[AuditView], head: &str) {
+    section_head(out, "audit", "Audit trail", entries.len());
+    if !head.is_empty() {
+        let _ = write!(out, "<p class=\"muted\">{}</p>", escape_html(head));
+    }
+    if entries.is_empty() {
+        out.push_str("<p class=\"empty\">No audit entries yet.</p>");
+    } else {
+        table_head(out, &["Seq", "Time (UTC)", "Kind", "Session", "Details", "Hash"]);
+        for e in entries {
+            let session: String = e.session.chars().take(8).collect();
+            let short: String = e.hash.chars().take(12).collect();
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td class=\"nowrap\">{}</td><td><code>{}</code></td><td><code title=\"{}\">{}</code></td>\
+                 <td><code>{}</code></td><td><code title=\"{}\">{}</code></td></tr>",
+                e.seq,
+                format_utc(e.at),
+                escape_html(&e.kind),
+                escape_html(&e.session),
+                escape_html(&session),
+                escape_html(&e.body),
+                escape_html(&e.hash),
+                escape_html(&short)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+}
+
 /// The dashboard page for `view`: a complete HTML5 document.
 pub fn render(view: &DashboardView) -> String {
     let node = escape_html(&view.node);
@@ -486,6 +539,7 @@ pub fn render(view: &DashboardView) -> String {
     sessions(&mut out, &view.sessions);
     budgets(&mut out, &view.budgets);
     events(&mut out, &view.events);
+    audit(&mut out, &view.audit, &view.audit_head);
     out.push_str("</main></body></html>\n");
     out
 }
@@ -557,6 +611,15 @@ mod tests {
                 budget: "1.0000".into(),
                 remaining: "0.7500".into(),
             }],
+            audit: vec![AuditView {
+                seq: 7,
+                at: 1_700_000_030,
+                kind: "session.accepted".into(),
+                session: "0123456789abcdef".into(),
+                body: "{\"plan_hash\":\"ab12\",\"parties\":[\"hospital-a\",\"hospital-b\"]}".into(),
+                hash: "9f".repeat(32),
+            }],
+            audit_head: "8 entries; signed head checkpoint of entry 7".into(),
         }
     }
 
@@ -602,7 +665,9 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
         assert!(html.trim_end().ends_with("</html>"));
-        for h in ["Waiting for your approval", "Peers", "Datasets", "Sessions", "Privacy budgets", "Events"] {
+        for h in
+            ["Waiting for your approval", "Peers", "Datasets", "Sessions", "Privacy budgets", "Events", "Audit trail"]
+        {
             assert!(html.contains(&format!(">{h} <span class=\"count\">")), "heading {h}");
         }
         assert!(html.contains("hospital-a") && html.contains("version 0.1.0"));
@@ -623,6 +688,14 @@ mod tests {
         assert!(html.contains(&format!("title=\"{}\"", "ab".repeat(32))));
         assert!(html.contains("never"));
         assert!(!html.contains("No peers paired yet"));
+        // The audit trail: seq, time, kind, shortened session and hash (full ones on hover), escaped body.
+        assert!(
+            html.contains("<td>7</td><td class=\"nowrap\">2023-11-14 22:13:50</td><td><code>session.accepted</code>")
+        );
+        assert!(html.contains("<code title=\"0123456789abcdef\">01234567</code>"), "{html}");
+        assert!(html.contains("{&quot;plan_hash&quot;:&quot;ab12&quot;,&quot;parties&quot;:[&quot;hospital-a&quot;"));
+        assert!(html.contains(&format!("<code title=\"{}\">{}</code>", "9f".repeat(32), "9f".repeat(6))));
+        assert!(html.contains("8 entries; signed head checkpoint of entry 7"));
         // No scripts, no external assets; the one link is to this node's approvals page.
         assert!(!html.contains("<script") && !html.contains("src="));
         assert_eq!(html.matches("href=").count(), html.matches("href=\"/approvals\"").count(), "{html}");
@@ -638,6 +711,7 @@ mod tests {
             "No differentially private query",
             "No session waits for this node's approval",
             "No events recorded yet",
+            "No audit entries yet",
         ] {
             assert!(html.contains(empty), "{empty} missing");
         }
@@ -682,11 +756,14 @@ mod tests {
             budget: EVIL.into(),
             remaining: EVIL.into(),
         };
+        v.audit[0] =
+            AuditView { seq: 0, at: 0, kind: EVIL.into(), session: EVIL.into(), body: EVIL.into(), hash: EVIL.into() };
+        v.audit_head = EVIL.into();
         let html = render(&v);
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("alert(\"") && !html.contains("'y'"), "{html}");
-        // Each field appears escaped (the fingerprint is shortened to 16 characters).
-        assert!(html.matches(EVIL_ESCAPED).count() >= 23, "{html}");
+        // Each field appears escaped (the fingerprint, audit session and hash are shortened).
+        assert!(html.matches(EVIL_ESCAPED).count() >= 28, "{html}");
         // An unknown state gets the neutral badge, never a class taken from data.
         assert!(html.contains(&format!("<span class=\"badge neutral\">{EVIL_ESCAPED}</span>")));
     }

@@ -137,6 +137,35 @@ pub enum NodeError {
         /// The migration error.
         reason: String,
     },
+    /// The store's audit log has entries, and a write was attempted without
+    /// the node's signing key ([`crate::Store::set_auditor`]).
+    #[error(
+        "store {}: the audit log has entries, so every write must be audited: open the store with the node's \
+         signing key (Store::set_auditor); nothing was written",
+        path.display()
+    )]
+    AuditorRequired {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The audit log does not verify (the entry and what is wrong are in `source`).
+    #[error("{}: the audit log does not verify: {source}", path.display())]
+    AuditChain {
+        /// The database file, or the head file for a checkpoint.
+        path: PathBuf,
+        /// What is wrong, naming the entry (`source.seq()`).
+        #[source]
+        source: concord_audit::AuditError,
+    },
+    /// The audit log or its head file cannot be used (unreadable, missing,
+    /// another node's, or found tampered with when appending).
+    #[error("{}: audit log: {reason}", path.display())]
+    Audit {
+        /// The database or head file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value read back from the store is not what this version wrote.
     #[error("store {}: corrupt record: {reason}", path.display())]
     Corrupt {

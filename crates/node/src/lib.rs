@@ -7,6 +7,9 @@
 //!   files written `0600` and never overwritten;
 //! - [`store`]: the embedded SQLite store (versioned migrations, WAL) of
 //!   datasets, peers and an append-only event log;
+//! - [`audit`]: the tamper-evident audit log: every event becomes a signed,
+//!   hash-chained entry (`concord-audit`) in the same transaction, with a
+//!   signed head checkpoint in `DIR/data/audit.head`;
 //! - [`pairing`]: one-time pairing invitations, HMAC-SHA256;
 //! - [`datasets`]: registering local data files (validated against their
 //!   schema, hashed) and re-validating them when they change;
@@ -24,9 +27,11 @@
 //! DIR/identity/tls.crt        TLS certificate, PEM (0644)
 //! DIR/identity/public.json    public identity: name, Ed25519 public key, TLS fingerprint (0644)
 //! DIR/data/concord.db         the store (data_dir is configurable)
+//! DIR/data/audit.head         signed checkpoint of the audit log's head (one JSON line)
 //! ```
 
 pub mod access;
+pub mod audit;
 pub mod config;
 pub mod consortium;
 pub mod dashboard;

@@ -13,6 +13,7 @@
 //! | `GET /api/sessions` | recent sessions |
 //! | `GET /api/sessions/{id}?wait_ms=` | one session (long poll), with sealed results when done |
 //! | `POST /api/sessions/{id}/cancel` | cancel a session this node coordinates |
+//! | `GET /api/audit?limit=N` | the most recent audit entries and the signed head ([`crate::audit`]) |
 //! | `GET /openapi.json` | the OpenAPI 3.0 description of these routes |
 //!
 //! Row data is never served, and neither are row counts or file paths (they
@@ -439,6 +440,7 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         .into_iter()
         .map(|e| EventView { at: e.at, kind: e.kind, message: e.message })
         .collect();
+    let audit_trail = crate::audit::dashboard_trail(&store, DASHBOARD_EVENTS)?;
     Ok(DashboardView {
         node: state.inner.name.clone(),
         version: state.inner.version.clone(),
@@ -449,6 +451,9 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         events,
         budgets,
         approvals,
+        // Audit trail (crate::audit).
+        audit: audit_trail.0,
+        audit_head: audit_trail.1,
     })
 }
 
@@ -897,6 +902,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/cancel", post(cancel_session))
         .route("/api/consortia", get(crate::consortium::api_list).post(crate::consortium::api_create))
+        .route("/api/audit", get(crate::audit::api_audit))
         .route("/api/unlock-keys", get(crate::unlock::api_list_keys).post(crate::unlock::api_setup))
         .route(
             "/api/unlock-requests",
@@ -930,7 +936,7 @@ pub async fn serve(
 pub fn openapi_document(version: &str) -> Value {
     let error = json!({ "description": "Error", "content": { "application/json": {
         "schema": { "$ref": "#/components/schemas/Error" } } } });
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Concord node API",
@@ -1145,5 +1151,7 @@ pub fn openapi_document(version: &str) -> Value {
                     "invalid_reason": { "type": "string" },
                     "validated_at": { "type": "integer", "description": "Unix seconds of the last validation" } } }
         } }
-    })
+    });
+    crate::audit::add_openapi(&mut doc);
+    doc
 }

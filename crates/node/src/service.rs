@@ -638,11 +638,16 @@ impl Service {
                 }
                 Err(e) => Err(e.into()),
             },
-            PeerRequest::Propose { plan } => match self.on_propose(from, &plan) {
-                Ok(true) => return PeerReply::AwaitingApproval,
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            },
+            PeerRequest::Propose { plan } => {
+                match self
+                    .on_propose(from, &plan)
+                    .inspect_err(|e| crate::audit::session_refused(&mut self.store(), from, &plan, e))
+                {
+                    Ok(true) => return PeerReply::AwaitingApproval,
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             PeerRequest::Approved { session } => self.on_approved(from, &session),
             PeerRequest::Vetoed { session, reason } => self.on_vetoed(from, &session, &reason).await,
             PeerRequest::Start { session } => self.on_start(from, &session),
@@ -1136,7 +1141,11 @@ impl Service {
         let mut store = self.store();
         let name = plan.parties.get(index).map_or("?", |p| p.name.as_str());
         store.set_progress(&plan.id, name, &format!("done ({rounds} rounds, {bytes} bytes sent)"))?;
+        let fresh = !store.results(&plan.id)?.iter().any(|(i, _)| *i == index);
         let count = store.put_result(&plan.id, index, &json)?;
+        if fresh {
+            crate::audit::result_revealed(&mut store, plan, index, &json)?; // audit: the first share of this party
+        }
         if count == plan.parties.len() && plan.consortium.is_some() {
             // Done once the consortium has signed (or failed to).
             tokio::spawn(self.clone().attest(plan.clone()));

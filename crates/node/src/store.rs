@@ -6,12 +6,20 @@
 //! expiry, use; never the secret) and `events`, an append-only log (triggers refuse updates and
 //! deletes). Every write runs in one transaction together with the event that
 //! records it, so the store is never left half-updated.
+//!
+//! `audit_log` holds the signed, hash-chained audit entries (see
+//! [`crate::audit`]): once the store has an auditor ([`Store::set_auditor`]),
+//! every event recorded in a write transaction is appended to it in the same
+//! transaction, and the signed head goes to `audit.head` after the commit.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
+use serde_json::{json, Value};
 
+use crate::audit::{Auditor, Pending};
 use crate::{unix_now, NodeError};
 
 /// File name of the store inside the data directory.
@@ -147,6 +155,17 @@ const MIGRATIONS: &[M<'static>] = &[
             body TEXT,
             error TEXT
         ) STRICT;",
+    ),
+    // The audit log (crate::audit): one canonical JSON entry of concord-audit per row.
+    M::up(
+        "CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            entry TEXT NOT NULL
+        ) STRICT;
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
     ),
     // Threshold unlock (crate::unlock): unlock keys (public), their shares (secret),
     // unlock requests (each member's decision) and the answers the requester collects.
@@ -288,13 +307,38 @@ const PEER_COLUMNS: &str = "name, address, api_address, ed25519_public, tls_fing
 
 /// The store: one SQLite connection.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+    /// Signs the audit entries of every write ([`Store::set_auditor`]).
+    pub(crate) auditor: Option<Auditor>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("path", &self.path).field("auditor", &self.auditor).finish()
+    }
+}
+
+/// A write transaction: the SQLite transaction (taken `IMMEDIATE`, so that
+/// writers in other processes queue for the lock instead of failing), and the
+/// audit records its events produce, appended to the audit log just before
+/// the commit.
+pub(crate) struct Tx<'c> {
+    tx: Transaction<'c>,
+    pending: RefCell<Vec<Pending>>,
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.tx
+    }
+}
+
+impl Tx<'_> {
+    /// Audit `record` with this transaction's changes.
+    pub(crate) fn audit(&self, record: Pending) {
+        self.pending.borrow_mut().push(record);
     }
 }
 
@@ -324,7 +368,7 @@ impl Store {
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| NodeError::Migration { path: path.to_owned(), reason: e.to_string() })?;
-        Ok(Store { conn, path: path.to_owned() })
+        Ok(Store { conn, path: path.to_owned(), auditor: None })
     }
 
     /// The database file.
@@ -351,12 +395,20 @@ impl Store {
         NodeError::Corrupt { path: self.path.clone(), reason }
     }
 
-    fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T, NodeError>) -> Result<T, NodeError> {
+    /// Run `f` in one write transaction; append the audit entries of its
+    /// events before the commit, and write the signed head after it.
+    pub(crate) fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T, NodeError>) -> Result<T, NodeError> {
         let path = self.path.clone();
         let sql = |source| NodeError::Store { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+        let tx = Tx { tx, pending: RefCell::new(Vec::new()) };
         let out = f(&tx)?;
-        tx.commit().map_err(sql)?;
+        let pending = tx.pending.take();
+        let head = crate::audit::append_pending(&tx, self.auditor.as_ref(), &path, pending)?;
+        tx.tx.commit().map_err(sql)?;
+        if let (Some(head), Some(auditor)) = (head, &self.auditor) {
+            auditor.advance_head(&head);
+        }
         Ok(out)
     }
 
@@ -389,8 +441,14 @@ impl Store {
                 ],
             )
             .map_err(sql)?;
-            insert_event(tx, "dataset.added", &format!("dataset {:?} registered (sha256 {})", d.name, d.file_sha256))
-                .map_err(sql)
+            insert_event_with(
+                tx,
+                "dataset.added",
+                &format!("dataset {:?} registered (sha256 {})", d.name, d.file_sha256),
+                None,
+                json!({ "dataset": d.name, "sha256": d.file_sha256 }),
+            )
+            .map_err(sql)
         })
     }
 
@@ -464,7 +522,14 @@ impl Store {
             if n == 0 {
                 return Err(NodeError::UnknownDataset(name.to_owned()));
             }
-            insert_event(tx, "dataset.removed", &format!("dataset {name:?} unregistered")).map_err(sql)
+            insert_event_with(
+                tx,
+                "dataset.removed",
+                &format!("dataset {name:?} unregistered"),
+                None,
+                json!({ "dataset": name }),
+            )
+            .map_err(sql)
         })
     }
 
@@ -727,10 +792,12 @@ impl Store {
                 params![analyst, dataset, rho, unix_now()],
             )
             .map_err(sql)?;
-            insert_event(
+            insert_event_with(
                 tx,
                 "budget.set",
                 &format!("privacy budget of analyst {analyst:?} on dataset {dataset:?} set to rho {rho}"),
+                None,
+                json!({ "analyst": analyst, "dataset": dataset, "rho": rho.to_string() }),
             )
             .map_err(sql)
         })
@@ -763,7 +830,7 @@ impl Store {
                 params![id, analyst, dataset, rho, unix_now()],
             )
             .map_err(sql)?;
-            insert_event(
+            insert_event_with(
                 tx,
                 "budget.spent",
                 &format!(
@@ -771,6 +838,10 @@ impl Store {
                     before.spent + rho,
                     before.budget
                 ),
+                Some(id),
+                // Fractions as decimal strings: the audit body holds no floats.
+                json!({ "analyst": analyst, "dataset": dataset, "rho": rho.to_string(),
+                        "spent": (before.spent + rho).to_string(), "budget": before.budget.to_string() }),
             )
             .map_err(sql)?;
             Ok(Budget { spent: before.spent + rho, ..before })
@@ -785,7 +856,7 @@ impl Store {
     }
 }
 
-fn refund(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<f64> {
+fn refund(tx: &Tx<'_>, id: &str) -> rusqlite::Result<f64> {
     let row: Option<(String, String, f64)> = tx
         .query_row("SELECT analyst, dataset, rho FROM privacy_spends WHERE session_id = ?1", [id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -793,10 +864,12 @@ fn refund(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<f64> {
         .optional()?;
     let Some((analyst, dataset, rho)) = row else { return Ok(0.0) };
     tx.execute("DELETE FROM privacy_spends WHERE session_id = ?1", [id])?;
-    insert_event(
+    insert_event_with(
         tx,
         "budget.refunded",
         &format!("session {id} never started: rho {rho} refunded to analyst {analyst:?} on dataset {dataset:?}"),
+        Some(id),
+        json!({ "analyst": analyst, "dataset": dataset, "rho": rho.to_string() }),
     )?;
     Ok(rho)
 }
@@ -948,7 +1021,17 @@ impl Store {
                 params![id, coordinator, plan, now],
             )
             .map_err(sql)?;
-            insert_event(tx, "session.created", &format!("session {id} created by {coordinator}: {summary}")).map_err(sql)
+            insert_event_with(
+                tx,
+                "session.created",
+                &format!("session {id} created by {coordinator}: {summary}"),
+                Some(id),
+                json!({ "coordinator": coordinator }),
+            )
+            .map_err(sql)?;
+            // What every party must agree on (concord_audit::cross_check): the plan's hash, the parties.
+            tx.audit(Pending::new("session.accepted", Some(id), crate::audit::session_accepted_body(plan)));
+            Ok(())
         })
     }
 
@@ -985,7 +1068,14 @@ impl Store {
                 Some(r) => format!("session {id} {}: {r}", state.name()),
                 None => format!("session {id} {}", state.name()),
             };
-            insert_event(tx, &format!("session.{}", state.name()), &message).map_err(sql)?;
+            insert_event_with(tx, &format!("session.{}", state.name()), &message, Some(id), json!({})).map_err(sql)?;
+            if state.is_terminal() {
+                let mut body = json!({ "state": state.name() });
+                if let Some(r) = reason {
+                    body["reason"] = json!(r);
+                }
+                tx.audit(Pending::new(concord_audit::FINAL_KIND, Some(id), body));
+            }
             // A session that ends before it started revealed nothing: its privacy cost is given back.
             if current == SessionState::Pending && state.is_terminal() && state != SessionState::Done {
                 refund(tx, id).map_err(sql)?;
@@ -1118,7 +1208,14 @@ impl Store {
             if n == 0 {
                 return Err(NodeError::UnknownPeer(name.to_owned()));
             }
-            insert_event(tx, "peer.revoked", &format!("pairing with {name:?} revoked")).map_err(sql)
+            insert_event_with(
+                tx,
+                "peer.revoked",
+                &format!("pairing with {name:?} revoked"),
+                None,
+                json!({ "peer": name }),
+            )
+            .map_err(sql)
         })
     }
 
@@ -1187,23 +1284,40 @@ fn check_new_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> Result<(), NodeErr
     }
 }
 
-fn insert_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> rusqlite::Result<()> {
+fn insert_peer(tx: &Tx<'_>, peer: &PeerRecord) -> rusqlite::Result<()> {
     tx.execute(
         &format!("INSERT INTO peers ({PEER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"),
         params![peer.name, peer.address, peer.api_address, peer.ed25519_public, peer.tls_fingerprint, peer.added_at],
     )?;
-    insert_event(
+    insert_event_with(
         tx,
         "peer.paired",
         &format!(
             "paired with {:?} (ed25519 {}, tls {}, mpc {})",
             peer.name, peer.ed25519_public, peer.tls_fingerprint, peer.address
         ),
+        None,
+        json!({ "peer": peer.name, "ed25519_public": peer.ed25519_public, "tls_fingerprint": peer.tls_fingerprint,
+                "address": peer.address }),
     )
 }
 
-fn insert_event(tx: &Transaction<'_>, kind: &str, message: &str) -> rusqlite::Result<()> {
+fn insert_event(tx: &Tx<'_>, kind: &str, message: &str) -> rusqlite::Result<()> {
+    insert_event_with(tx, kind, message, None, json!({}))
+}
+
+/// Record an event, and its audit entry (body: `message` and the fields of
+/// `fields`, an object whose numbers must be integers; `session`: the
+/// session it is about).
+fn insert_event_with(
+    tx: &Tx<'_>,
+    kind: &str,
+    message: &str,
+    session: Option<&str>,
+    fields: Value,
+) -> rusqlite::Result<()> {
     tx.execute("INSERT INTO events (at, kind, message) VALUES (?1, ?2, ?3)", params![unix_now(), kind, message])?;
+    tx.audit(Pending::event(kind, message, session, fields));
     Ok(())
 }
 
