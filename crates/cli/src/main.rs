@@ -18,6 +18,7 @@ mod plot;
 mod procs;
 mod query;
 mod run;
+mod unlock;
 
 /// Concord: secure multiparty computation for organisations that may not share their data.
 #[derive(Parser)]
@@ -89,6 +90,15 @@ enum Command {
     },
     /// Check a result file offline: the consortium's signature, the shares, the answer.
     Verify(consortium::VerifyArgs),
+    /// Threshold unlock: a consortium's unlock key, the unlock requests this node's operator decides.
+    Unlock {
+        #[command(subcommand)]
+        command: unlock::UnlockCommand,
+    },
+    /// Seal a file to a consortium's unlock key, locally (k of the n members must approve to open it).
+    Seal(unlock::SealArgs),
+    /// Open a sealed file: request it through a member node, wait for k approvals, decrypt here.
+    Unseal(unlock::UnsealArgs),
     /// One party of a `run --processes` run (started by `concord run`).
     #[command(hide = true)]
     RunParty(run::RunPartyArgs),
@@ -131,6 +141,9 @@ fn main() -> Result<()> {
         Command::Query(args) => query::query(args),
         Command::Consortium { command } => consortium::consortium(command),
         Command::Verify(args) => consortium::verify(args),
+        Command::Unlock { command } => unlock::unlock(command),
+        Command::Seal(args) => unlock::seal(args),
+        Command::Unseal(args) => unlock::unseal(args),
         Command::RunParty(args) => run::run_party(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchParty(args) => bench::run_party(args),

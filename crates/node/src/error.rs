@@ -177,6 +177,9 @@ pub enum NodeError {
     /// A consortium (key generation, key share, result statement) problem.
     #[error("consortium: {0}")]
     Consortium(String),
+    /// A threshold unlock (unlock key, share, request) problem.
+    #[error("unlock: {0}")]
+    Unlock(String),
 }
 
 impl NodeError {

@@ -42,6 +42,7 @@ pub mod pairing;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod unlock;
 
 pub use config::{NodeConfig, PeerConfig};
 pub use error::NodeError;

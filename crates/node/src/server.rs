@@ -666,7 +666,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(crate::consortium::with_openapi(openapi_document(&state.inner.version)))
+    Json(crate::unlock::with_openapi(crate::consortium::with_openapi(openapi_document(&state.inner.version))))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -903,6 +903,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/cancel", post(cancel_session))
         .route("/api/consortia", get(crate::consortium::api_list).post(crate::consortium::api_create))
         .route("/api/audit", get(crate::audit::api_audit))
+        .route("/api/unlock-keys", get(crate::unlock::api_list_keys).post(crate::unlock::api_setup))
+        .route(
+            "/api/unlock-requests",
+            get(crate::unlock::api_list_requests)
+                .post(crate::unlock::api_request)
+                .layer(axum::extract::DefaultBodyLimit::max(2 * crate::unlock::MAX_SEALED_FILE + 64 * 1024)),
+        )
+        .route("/api/unlock-requests/{id}", get(crate::unlock::api_get_request))
+        .route("/api/unlock-requests/{id}/{decision}", post(crate::unlock::api_decide))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -257,6 +257,8 @@ pub enum PeerRequest {
     },
     /// Consortium key generation and result signing ([`crate::consortium`]).
     Consortium(crate::consortium::ConsortiumMsg),
+    /// Threshold unlock: key generation, unlock requests and answers ([`crate::unlock`]).
+    Unlock(crate::unlock::UnlockMsg),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -286,6 +288,8 @@ pub enum PeerReply {
     },
     /// An answer to a consortium message ([`crate::consortium`]).
     Consortium(Box<crate::consortium::ConsortiumReply>),
+    /// An answer to an unlock message ([`crate::unlock`]).
+    Unlock(Box<crate::unlock::UnlockReply>),
 }
 
 /// A refusal or failure of the service, with a stable code for the API.
@@ -654,6 +658,7 @@ impl Service {
             }
             PeerRequest::Failed { session, reason } => self.on_failed(from, &session, &reason).await,
             PeerRequest::Consortium(msg) => return self.on_consortium(from, msg).await,
+            PeerRequest::Unlock(msg) => return self.on_unlock(from, msg).await,
         };
         match result {
             Ok(()) => PeerReply::Ok,

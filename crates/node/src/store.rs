@@ -167,6 +167,48 @@ const MIGRATIONS: &[M<'static>] = &[
         CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
     ),
+    // Threshold unlock (crate::unlock): unlock keys (public), their shares (secret),
+    // unlock requests (each member's decision) and the answers the requester collects.
+    M::up(
+        "CREATE TABLE unlock_keys (
+            consortium TEXT PRIMARY KEY,
+            members TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            coordinator TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('creating', 'active', 'failed')),
+            reason TEXT,
+            public_key TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE unlock_key_shares (
+            consortium TEXT PRIMARY KEY,
+            secret TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE unlock_requests (
+            id TEXT PRIMARY KEY,
+            consortium TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sealed BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('pending', 'approved', 'rejected')),
+            decided_by TEXT,
+            decision_reason TEXT,
+            decided_at INTEGER,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE unlock_responses (
+            request_id TEXT NOT NULL,
+            member TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            reason TEXT,
+            share TEXT,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (request_id, member)
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
