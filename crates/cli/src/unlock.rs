@@ -13,7 +13,7 @@ use concord_node::unlock::{open_sealed, Response};
 use concord_threshold::{SealedFile, UnlockPublicKey};
 use serde_json::{json, Value};
 
-use crate::node::http_request;
+use crate::node::{api_address, call};
 
 /// `concord unlock ...`.
 #[derive(Subcommand, Clone, Debug)]
@@ -115,23 +115,6 @@ pub struct UnsealArgs {
     /// Give up after this many seconds without enough approvals.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
-}
-
-fn api_address(node: &str) -> String {
-    node.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
-fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let body = body.map(Value::to_string);
-    let (status, text) = http_request(addr, method, path, body.as_deref())
-        .with_context(|| format!("cannot reach the node at http://{addr}"))?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let code = v["error"]["code"].as_str().unwrap_or("http_error");
-        let message = v["error"]["message"].as_str().map_or_else(|| text.trim().to_owned(), str::to_owned);
-        bail!("{code}: {message} (HTTP {status}, node http://{addr})");
-    }
-    Ok(v)
 }
 
 fn rng() -> rand_chacha::ChaCha12Rng {

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::nodes::{http, init_node, pair_all, start, wait_until, Node};
+use common::nodes::{http, init_node, pair_all, start, wait_all_up, wait_until, Node};
 use common::{concord, fails, ok, TempDir};
 
 use std::io::{BufRead, BufReader, Read};
@@ -106,12 +106,7 @@ fn three_of_five_doctors_unlock_a_record() {
         })
         .collect();
     pair_all(&dirs);
-    wait_until("every peer up", 60, || {
-        apis.iter().all(|api| {
-            let (_, v) = http(api, "GET", "/api/peers", "");
-            v["peers"].as_array().is_some_and(|ps| ps.len() == 4 && ps.iter().all(|p| p["health"] == "up"))
-        })
-    });
+    wait_all_up(&apis);
     let node_a = format!("http://{}", apis[0]);
     let node_b = format!("http://{}", apis[1]);
     ok(&concord(&[

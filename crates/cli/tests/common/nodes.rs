@@ -102,7 +102,7 @@ pub fn pair_all(dirs: &[String]) {
 /// Wait until every node in `apis` sees all the others up (each is paired with all).
 pub fn wait_all_up(apis: &[String]) {
     let others = apis.len().saturating_sub(1);
-    wait_until("every peer up", 30, || {
+    wait_until("every peer up", 60, || {
         apis.iter().all(|api| {
             let (_, v) = http(api, "GET", "/api/peers", "");
             v["peers"].as_array().is_some_and(|ps| ps.len() == others && ps.iter().all(|p| p["health"] == "up"))
