@@ -803,8 +803,10 @@ struct CancelBody {
 async fn cancel_session(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    json_only(&headers)?;
     let Path(id) = id.map_err(|e| bad_request(e.body_text()))?;
     // The body is optional: empty, or {"reason": "..."}.
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -840,8 +842,10 @@ async fn list_approvals(State(state): State<AppState>) -> Result<Json<Value>, Ap
 async fn decide_session(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    json_only(&headers)?;
     let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
     let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
         DecisionBody::default()
@@ -861,6 +865,24 @@ async fn decide_session(
     let store = state.store()?;
     let rec = store.session(&id)?;
     Ok(Json(session_json(&store, &rec)?))
+}
+
+/// Refuse a request that is not declared JSON: a web page cannot send
+/// `application/json` to another origin without a CORS preflight, which this
+/// API never grants, so a page the operator visits cannot approve or veto.
+fn json_only(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if json {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code: "json_required",
+        message: "send this request with Content-Type: application/json".into(),
+    })
 }
 
 /// Body of an operator's decision.
