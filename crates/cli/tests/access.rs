@@ -231,22 +231,22 @@ fn every_node_checks_signed_requests_against_its_own_policy() {
     let err = fails(&concord(&["approvals", "approve", &id, "--node", &format!("http://{}", apis[1])]));
     assert!(err.contains("not waiting"), "{err}");
 
-    // What a web page the operator visits could send (a "simple" cross-origin POST) is refused.
-    let forged = {
+    // What a web page the operator visits could send (a "simple" cross-origin POST) is refused,
+    // on every POST of the API: a veto, an unlock approval, a new session.
+    for path in [format!("/api/sessions/{id}/veto"), "/api/unlock-requests/x/approve".into(), "/api/sessions".into()] {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&apis[1]).unwrap();
         let body = "{\"by\": \"evil.example\"}";
         write!(
             stream,
-            "POST /api/sessions/{id}/veto HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    };
-    assert!(forged.starts_with("HTTP/1.1 415") && forged.contains("json_required"), "{forged}");
+        let mut forged = String::new();
+        stream.read_to_string(&mut forged).unwrap();
+        assert!(forged.starts_with("HTTP/1.1 415") && forged.contains("json_required"), "{path}: {forged}");
+    }
 
     // Rejected while waiting: ends everywhere with the operator's reason.
     let (api0, parties0, args0) = (apis[0].clone(), parties.clone(), bob_args.clone());

@@ -803,10 +803,8 @@ struct CancelBody {
 async fn cancel_session(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    json_only(&headers)?;
     let Path(id) = id.map_err(|e| bad_request(e.body_text()))?;
     // The body is optional: empty, or {"reason": "..."}.
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -842,10 +840,8 @@ async fn list_approvals(State(state): State<AppState>) -> Result<Json<Value>, Ap
 async fn decide_session(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    json_only(&headers)?;
     let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
     let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
         DecisionBody::default()
@@ -867,22 +863,26 @@ async fn decide_session(
     Ok(Json(session_json(&store, &rec)?))
 }
 
-/// Refuse a request that is not declared JSON: a web page cannot send
+/// Every `POST /api/...` must be declared JSON: a web page cannot send
 /// `application/json` to another origin without a CORS preflight, which this
-/// API never grants, so a page the operator visits cannot approve or veto.
-fn json_only(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let json = headers
+/// API never grants, so a page the operator visits cannot submit, approve,
+/// veto, cancel or release an unlock share through it. (The dashboard's own
+/// forms post to `/ui/...` and carry an anti-forgery token instead.)
+async fn json_posts_only(request: Request, next: Next) -> Response {
+    let json = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
-    if json {
-        return Ok(());
+    if request.method() == axum::http::Method::POST && request.uri().path().starts_with("/api/") && !json {
+        return ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "json_required",
+            message: "send this request with Content-Type: application/json".into(),
+        }
+        .into_response();
     }
-    Err(ApiError {
-        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        code: "json_required",
-        message: "send this request with Content-Type: application/json".into(),
-    })
+    next.run(request).await
 }
 
 /// Body of an operator's decision.
@@ -935,6 +935,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/unlock-requests/{id}", get(crate::unlock::api_get_request))
         .route("/api/unlock-requests/{id}/{decision}", post(crate::unlock::api_decide))
         .fallback(not_found)
+        .layer(middleware::from_fn(json_posts_only))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
