@@ -118,9 +118,7 @@ pub fn budget(command: BudgetCommand) -> Result<()> {
                 "ANALYST", "DATASET", "SPENT", "BUDGET", "LEFT"
             );
             for b in list {
-                let eps = concord_dp::Rho::new(b.remaining())
-                    .and_then(|r| r.epsilon_at(1e-6))
-                    .map_or_else(|_| "?".to_owned(), |e| format!("{e:.4}"));
+                let eps = concord_session::privacy::shown_epsilon(b.remaining());
                 println!(
                     "{:<20} {:<20} {:>10.6} {:>10.6} {:>10.6}  {eps}",
                     b.analyst,

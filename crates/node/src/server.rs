@@ -520,7 +520,7 @@ async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 /// The JSON view of a budget.
 pub fn budget_json(b: &crate::store::Budget) -> Value {
     let left = b.remaining();
-    let eps = concord_dp::Rho::new(left).and_then(|r| r.epsilon_at(concord_session::privacy::SHOWN_DELTA)).ok();
+    let eps = concord_session::privacy::epsilon_at_shown_delta(left);
     json!({ "analyst": b.analyst, "dataset": b.dataset, "budget_rho": b.budget, "spent_rho": b.spent,
             "remaining_rho": left, "remaining_epsilon_at_delta_1e-6": eps })
 }

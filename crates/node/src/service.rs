@@ -1477,9 +1477,7 @@ impl Service {
             }
             Err(NodeError::BudgetExceeded { cost, budget }) => {
                 let left = budget.remaining();
-                let eps = concord_dp::Rho::new(left)
-                    .and_then(|r| r.epsilon_at(concord_session::privacy::SHOWN_DELTA))
-                    .map_or_else(|_| "?".to_owned(), |e| format!("{e:.4}"));
+                let eps = concord_session::privacy::shown_epsilon(left);
                 Err(err(
                     "budget_exceeded",
                     format!(

@@ -287,10 +287,7 @@ impl SessionSpec {
             sql: sql.to_owned(),
             schema_toml: schema_toml.to_owned(),
             parties,
-            threshold: match scheme {
-                Scheme::Shamir { t } => Some(t),
-                _ => None,
-            },
+            threshold: threshold_of(scheme),
             m127: domain == Domain::M127,
             min_group_size: order.as_ref().and_then(|o| o.min_group_size),
             input_check: check.then(|| policy.name().to_owned()),
@@ -339,10 +336,7 @@ impl SessionSpec {
             sql: sql.to_owned(),
             schema_toml: schema_toml.to_owned(),
             parties,
-            threshold: match scheme {
-                Scheme::Shamir { t } => Some(t),
-                _ => None,
-            },
+            threshold: threshold_of(scheme),
             m127: true,
             min_group_size: None,
             input_check: None,
@@ -381,11 +375,7 @@ impl SessionSpec {
                 dp: None,
             });
         }
-        let scheme = match self.threshold {
-            Some(t) => Scheme::Shamir { t },
-            None => Scheme::Additive,
-        };
-        scheme.validate(n).map_err(invalid)?;
+        let scheme = self.scheme()?;
         let choice = if self.order_sort { MethodChoice::Sort } else { MethodChoice::Search };
         let order = plan_order(&schema, &query, &plan, n, self.min_group_size, choice)?;
         let policy = match self.input_check.as_deref() {
@@ -426,11 +416,7 @@ impl SessionSpec {
         if !self.m127 {
             return Err(invalid("a differentially private session computes in GF(2^127 - 1)"));
         }
-        let scheme = match self.threshold {
-            Some(t) => Scheme::Shamir { t },
-            None => Scheme::Additive,
-        };
-        scheme.validate(n).map_err(invalid)?;
+        let scheme = self.scheme()?;
         let plan = privacy::dp_stats_plan(&query, &schema);
         let dp = DpPlan::new(p, &query, &schema, &plan, n, tolerated(scheme, n))?;
         privacy::check_domain(&plan, &schema, n)?;
@@ -447,6 +433,26 @@ impl SessionSpec {
             domain: Domain::M127,
             dp: Some(dp),
         })
+    }
+}
+
+/// The threshold a specification records for `scheme` (`None` for additive sharing).
+fn threshold_of(scheme: Scheme) -> Option<usize> {
+    match scheme {
+        Scheme::Shamir { t } => Some(t),
+        _ => None,
+    }
+}
+
+impl SessionSpec {
+    /// The sharing scheme the specification records, checked against its party count.
+    fn scheme(&self) -> Result<Scheme, SessionError> {
+        let scheme = match self.threshold {
+            Some(t) => Scheme::Shamir { t },
+            None => Scheme::Additive,
+        };
+        scheme.validate(self.parties).map_err(invalid)?;
+        Ok(scheme)
     }
 }
 

@@ -42,6 +42,17 @@ use crate::{invalid, SessionError};
 /// The `delta` at which a zCDP cost is shown as `(epsilon, delta)`-DP.
 pub const SHOWN_DELTA: f64 = 1e-6;
 
+/// The `epsilon` of the `(epsilon, SHOWN_DELTA)`-DP that `rho`-zCDP implies
+/// (the tight conversion), if `rho` is a valid budget.
+pub fn epsilon_at_shown_delta(rho: f64) -> Option<f64> {
+    Rho::new(rho).and_then(|r| r.epsilon_at(SHOWN_DELTA)).ok()
+}
+
+/// [`epsilon_at_shown_delta`] with four decimals, `?` if there is none.
+pub fn shown_epsilon(rho: f64) -> String {
+    epsilon_at_shown_delta(rho).map_or_else(|| "?".to_string(), |e| format!("{e:.4}"))
+}
+
 /// A session's privacy parameter: exactly one of pure `epsilon`-DP (discrete
 /// Laplace noise) and `rho`-zCDP (discrete Gaussian noise). JSON:
 /// `{"epsilon": 0.5}` or `{"rho": 0.02}`.
@@ -282,9 +293,7 @@ impl DpPlan {
         let (mech, guarantee) = match self.privacy {
             Privacy::Epsilon(e) => ("discrete Laplace", format!("pure {e}-DP")),
             Privacy::Rho(r) => {
-                let eps = Rho::new(r)
-                    .and_then(|r| r.epsilon_at(SHOWN_DELTA))
-                    .map_or_else(|_| "?".to_string(), |e| format!("{e:.4}"));
+                let eps = shown_epsilon(r);
                 ("discrete Gaussian", format!("{r}-zCDP, i.e. ({eps}, {SHOWN_DELTA:e})-DP"))
             }
         };
