@@ -258,10 +258,15 @@ impl Policy {
                     let a = s.get_ref();
                     let line = at(s.span());
                     let distinct: HashSet<&String> = a.of.iter().collect();
-                    if a.k == 0 || a.k > a.of.len() {
+                    if a.k < 2 || a.k > a.of.len() {
                         return Err(err(
                             line,
-                            format!("rule `{name}`: approvals need 1 <= k <= n, got k = {} of n = {}", a.k, a.of.len()),
+                            format!(
+                                "rule `{name}`: approvals need 2 <= k <= n (a threshold signature of k data owners; \
+                                 for one, use require_operator_approval), got k = {} of n = {}",
+                                a.k,
+                                a.of.len()
+                            ),
                         ));
                     }
                     if distinct.len() != a.of.len() {
@@ -914,10 +919,12 @@ epsilon_default = 0.25
             (
                 &format!("{rule}approvals = {{ k = 3, of = [\"a\", \"b\"] }}\n"),
                 "line 5",
-                "rule `r`: approvals need 1 <= k <= n, got k = 3 of n = 2",
+                "rule `r`: approvals need 2 <= k <= n (a threshold signature of k data owners; for one, use \
+                 require_operator_approval), got k = 3 of n = 2",
             ),
+            (&format!("{rule}approvals = {{ k = 1, of = [\"a\", \"b\"] }}\n"), "line 5", "got k = 1 of n = 2"),
             (
-                &format!("{rule}approvals = {{ k = 1, of = [\"a\", \"a\"] }}\n"),
+                &format!("{rule}approvals = {{ k = 2, of = [\"a\", \"a\"] }}\n"),
                 "line 5",
                 "rule `r`: approvals `of` names a data owner twice",
             ),

@@ -239,7 +239,7 @@ proptest! {
             &AnalystSecretKey::from_seed([3; 32]),
         );
         let policy = "[defaults]\nmin_group_size = 3\n[[rule]]\nname = \"r\"\nanalysts = [\"alice\"]\n\
-                      datasets = [\"t\"]\nfunctions = [\"COUNT\"]\napprovals = { k = 1, of = [\"a\"] }\n";
+                      datasets = [\"t\"]\nfunctions = [\"COUNT\"]\napprovals = { k = 2, of = [\"a\", \"b\"] }\n";
         for doc in [signed.to_json().unwrap(), policy.to_string()] {
             let i = at.index(doc.len() + 1);
             let end = (i + cut).min(doc.len());

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use concord_node::approval::ApprovalSignature;
 use concord_node::consortium::{result_statement, Attestation, RESULT_FORMAT};
 use concord_node::service::SessionPlan;
 use concord_session::seal::{AnalystKey, Envelope};
@@ -64,6 +65,10 @@ pub struct VerifyArgs {
     /// The consortium's group public key (`concord-group-v1:...`), obtained independently of the file.
     #[arg(long)]
     pub group_key: String,
+    /// The group key of the data owners whose threshold approval the file carries, if it is
+    /// another consortium than the one that signed the result (default: `--group-key`).
+    #[arg(long)]
+    pub approval_key: Option<String>,
 }
 
 /// `concord consortium ...`.
@@ -172,6 +177,7 @@ pub fn after_query(
         "analyst_secret_key_note": "generated for this query only and disclosed after the fact: it opens only \
                                     this query's result shares, which the answer already summarises",
         "attestation": att,
+        "approval": view["approval"],
     });
     std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("cannot write the result file {}", path.display()))?;
@@ -269,6 +275,27 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             format!("consortium {:?}, signed by {}, group key {key}", att.consortium, att.signers.join(", "))
         }),
     );
+    // 2b. The data owners' threshold approval of the request, if the session needed one.
+    if !doc["approval"].is_null() {
+        let outcome = serde_json::from_value::<ApprovalSignature>(doc["approval"].clone())
+            .map_err(|e| format!("the file's approval is malformed: {e}"))
+            .and_then(|a| {
+                let key = match &args.approval_key {
+                    Some(k) => k.parse::<GroupPublicKey>().map_err(|e| format!("--approval-key {k:?}: {e}"))?,
+                    None => key,
+                };
+                concord_node::approval::check(&plan, &a, &key).map(|()| {
+                    format!(
+                        "request {} approved by {} of consortium {:?} ({}), group key {key}",
+                        &a.request_hash[..16.min(a.request_hash.len())],
+                        a.signers.len(),
+                        a.consortium,
+                        a.signers.join(", ")
+                    )
+                })
+            });
+        check("approval", outcome);
+    }
     // 3. The shares, opened with the disclosed per-query key.
     let analyst = doc["analyst_secret_key"]
         .as_str()

@@ -127,6 +127,30 @@ pub enum ConsortiumMsg {
         /// The signers' commitments and the message.
         package: SigningPackage,
     },
+    /// Session coordinator to approving member: commit to nonces for the
+    /// threshold approval of `session` ([`crate::approval`]).
+    ApproveCommit {
+        /// Consortium name.
+        consortium: String,
+        /// Session id.
+        session: String,
+    },
+    /// Session coordinator to approving member: sign the approval statement.
+    ApproveShare {
+        /// Consortium name.
+        consortium: String,
+        /// Session id.
+        session: String,
+        /// The signers' commitments and the message.
+        package: SigningPackage,
+    },
+    /// Session coordinator to every party: the aggregated approval signature, to check and keep.
+    Approval {
+        /// Session id.
+        session: String,
+        /// The signature.
+        approval: crate::approval::ApprovalSignature,
+    },
 }
 
 impl std::fmt::Debug for ConsortiumMsg {
@@ -141,6 +165,9 @@ impl std::fmt::Debug for ConsortiumMsg {
             Self::DkgOutcome { name, active, .. } => write!(f, "DkgOutcome({name:?}, active = {active})"),
             Self::SignCommit { consortium, session, .. } => write!(f, "SignCommit({consortium:?}, {session})"),
             Self::SignShare { consortium, session, .. } => write!(f, "SignShare({consortium:?}, {session})"),
+            Self::ApproveCommit { consortium, session } => write!(f, "ApproveCommit({consortium:?}, {session})"),
+            Self::ApproveShare { consortium, session, .. } => write!(f, "ApproveShare({consortium:?}, {session})"),
+            Self::Approval { session, approval } => write!(f, "Approval({:?}, {session})", approval.consortium),
         }
     }
 }
@@ -419,7 +446,7 @@ fn store_key(store: &Store, name: &str, share: &KeyShare, group: &GroupKey) -> R
     Ok(())
 }
 
-fn load_key(store: &Store, name: &str) -> Result<(KeyShare, GroupKey), NodeError> {
+pub(crate) fn load_key(store: &Store, name: &str) -> Result<(KeyShare, GroupKey), NodeError> {
     let s = sql(store);
     let secret: Option<zeroize::Zeroizing<String>> = store
         .conn()
@@ -514,7 +541,11 @@ impl Service {
     }
 
     /// [`Self::consortium_call`] for a message answered with data.
-    async fn consortium_ask(&self, member: &str, msg: ConsortiumMsg) -> Result<ConsortiumReply, ServiceError> {
+    pub(crate) async fn consortium_ask(
+        &self,
+        member: &str,
+        msg: ConsortiumMsg,
+    ) -> Result<ConsortiumReply, ServiceError> {
         match self.consortium_call(member, msg).await? {
             PeerReply::Consortium(r) => Ok(*r),
             other => Err(err("bad_peer_reply", format!("{member:?} answered {other:?}"))),
@@ -677,6 +708,39 @@ impl Service {
                 );
                 reply(ConsortiumReply::Share { share })
             }
+            ConsortiumMsg::ApproveCommit { consortium, session } => {
+                let digest = self.check_approval_request(from, &consortium, &session)?;
+                let (share, _) = load_key(&self.store(), &consortium)?;
+                let (nonces, commitment) = concord_threshold::sign_round1(&share, &mut os_rng());
+                let key = (consortium, format!("approval:{session}"));
+                self.consortium_rounds().lock().signing.insert(key, PendingSign { nonces, digest });
+                reply(ConsortiumReply::Commitment { commitment })
+            }
+            ConsortiumMsg::ApproveShare { consortium, session, package } => {
+                // Checked again: the operator may have vetoed between the two rounds.
+                let digest = self.check_approval_request(from, &consortium, &session)?;
+                let key = (consortium.clone(), format!("approval:{session}"));
+                let pending = self.consortium_rounds().lock().signing.remove(&key).ok_or_else(|| {
+                    err("bad_state", format!("{me:?} committed to no approval signature of session {session}"))
+                })?;
+                if package.message() != pending.digest || package.message() != digest {
+                    return Err(err(
+                        "bad_statement",
+                        format!(
+                            "{me:?} refuses to sign: the message is not the approval of session {session}'s request"
+                        ),
+                    ));
+                }
+                let (share, _) = load_key(&self.store(), &consortium)?;
+                let share = concord_threshold::sign_round2(&share, pending.nonces, &package)
+                    .map_err(|e| err("sign_failed", format!("{me:?}: {e}")))?;
+                let _ = self.store().record_event(
+                    "approval.signed",
+                    &format!("signed the approval of session {session} for consortium {consortium:?}"),
+                );
+                reply(ConsortiumReply::Share { share })
+            }
+            ConsortiumMsg::Approval { session, approval } => self.on_approval_signature(from, &session, &approval),
         }
     }
 
@@ -1106,6 +1170,7 @@ mod tests {
             request: None,
             created_at: 1,
             consortium: Some("c".into()),
+            approval_consortium: None,
         }
     }
 

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod access;
+pub mod approval;
 pub mod audit;
 pub mod config;
 pub mod consortium;

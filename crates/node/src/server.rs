@@ -269,8 +269,11 @@ fn approval_views(state: &AppState) -> Result<Vec<dashboard::ApprovalView>, ApiE
     let mut out = Vec::new();
     for rec in records.into_iter().filter(|r| !r.state.is_terminal()) {
         let Ok(plan) = parse_plan(&rec) else { continue };
-        let description =
+        let mut description =
             plan.spec.prepare().map(|p| p.describe()).unwrap_or_else(|e| vec![format!("(unplannable: {e})")]);
+        if let Some(Some(line)) = state.with_store(|s| crate::approval::describe(&plan, s)) {
+            description.push(line);
+        }
         out.push(dashboard::ApprovalView {
             awaiting: waiting.contains(&rec.id),
             id: rec.id,
@@ -693,9 +696,8 @@ impl From<ServiceError> for ApiError {
             "peer_down" | "peer_unreachable" => StatusCode::SERVICE_UNAVAILABLE,
             "peer_refused" | "bad_peer_reply" => StatusCode::BAD_GATEWAY,
             "not_coordinator" | "session_finished" | "not_awaiting_approval" => StatusCode::CONFLICT,
-            "unsigned_request" | "request_refused" | "policy_denied" | "approvals_unavailable" | "policy_error" => {
-                StatusCode::FORBIDDEN
-            }
+            "unsigned_request" | "request_refused" | "policy_denied" | "approvals_required" | "approval_missing"
+            | "policy_error" => StatusCode::FORBIDDEN,
             "budget_exceeded" | "privacy_required" => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -735,6 +737,7 @@ fn session_json(store: &Store, rec: &SessionRecord) -> Result<Value, ApiError> {
         "plan": plan,
         "results": results,
         "attestation": crate::consortium::attestation_json(store, &rec.id)?,
+        "approval": crate::approval::approval_json(store, &rec.id)?,
     }))
 }
 
@@ -820,20 +823,24 @@ async fn cancel_session(
 }
 
 /// The JSON view of a session waiting for this operator's approval: the full plan in words.
-fn approval_json(plan: &crate::service::SessionPlan) -> Value {
-    let description = plan.spec.prepare().map(|p| p.describe()).unwrap_or_else(|e| vec![format!("(unplannable: {e})")]);
+fn approval_json(plan: &crate::service::SessionPlan, store: &Store) -> Value {
+    let mut description =
+        plan.spec.prepare().map(|p| p.describe()).unwrap_or_else(|e| vec![format!("(unplannable: {e})")]);
+    description.extend(crate::approval::describe(plan, store));
     json!({
         "id": plan.id, "coordinator": plan.coordinator, "dataset": plan.dataset, "analyst": plan.analyst,
         "parties": plan.parties.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         "signed_request": plan.request.as_ref().map(|r| r.request.hash_hex()),
         "description": description, "created_at": plan.created_at,
+        "approval_consortium": plan.approval_consortium,
     })
 }
 
 /// `GET /api/approvals`: sessions waiting for this node's operator.
 async fn list_approvals(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let plans = state.service()?.pending_approvals()?;
-    Ok(Json(json!({ "approvals": plans.iter().map(approval_json).collect::<Vec<_>>() })))
+    let store = state.store()?;
+    Ok(Json(json!({ "approvals": plans.iter().map(|p| approval_json(p, &store)).collect::<Vec<_>>() })))
 }
 
 /// `POST /api/sessions/{id}/approve|veto`: the operator's decision (body: optional `{"by", "reason"}`).

@@ -108,12 +108,27 @@ pub struct SessionPlan {
     /// The consortium that signs the result, if any ([`crate::consortium`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consortium: Option<String>,
+    /// The consortium whose members must approve the request, `k` of them
+    /// with one threshold signature, before it runs ([`crate::approval`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_consortium: Option<String>,
 }
 
 /// Progress phase of a node whose operator has not approved the session yet.
 pub const AWAITING_APPROVAL: &str = "awaiting approval";
 /// Progress phase once the node's operator approved.
 pub const APPROVED: &str = "approved";
+
+/// A participant's answer to a proposed session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acceptance {
+    /// Accepted; it may start.
+    Accepted,
+    /// Accepted; it waits for this node's operator, as this node's policy requires.
+    AwaitingOwn,
+    /// Accepted; this node's operator is asked as one of the `k` of `n` approving data owners.
+    AwaitingThreshold,
+}
 
 fn unsigned(me: &str) -> ServiceError {
     err(
@@ -269,6 +284,9 @@ pub enum PeerReply {
     Ok,
     /// Accepted, but the session waits for this node's operator's approval.
     AwaitingApproval,
+    /// Accepted; this node is one of the data owners of the session's
+    /// threshold approval: its operator's approval counts towards the `k`.
+    AwaitingThresholdApproval,
     /// Heartbeat answer.
     Pong {
         /// Receiver's clock.
@@ -643,8 +661,9 @@ impl Service {
                     .on_propose(from, &plan)
                     .inspect_err(|e| crate::audit::session_refused(&mut self.store(), from, &plan, e))
                 {
-                    Ok(true) => return PeerReply::AwaitingApproval,
-                    Ok(false) => Ok(()),
+                    Ok(Acceptance::AwaitingOwn) => return PeerReply::AwaitingApproval,
+                    Ok(Acceptance::AwaitingThreshold) => return PeerReply::AwaitingThresholdApproval,
+                    Ok(Acceptance::Accepted) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
@@ -940,6 +959,12 @@ impl Service {
         }
         let spec = SessionSpec::plan(&first, &req.sql, parties.len(), &options)
             .map_err(|e| err("invalid_query", e.to_string()))?;
+        let approval_consortium = match &checked {
+            Some((_, Allowed { rule, approvals_required: Some(a), .. })) => {
+                Some(self.approval_consortium_for(rule, a, &req.parties).map_err(|e| self.refused(e))?)
+            }
+            _ => None,
+        };
         let mut id = [0u8; 16];
         OsRng.try_fill_bytes(&mut id).map_err(|e| err("internal", format!("operating system RNG failed: {e}")))?;
         let plan = SessionPlan {
@@ -954,12 +979,14 @@ impl Service {
             request: req.request.clone(),
             created_at: unix_now(),
             consortium: req.consortium.clone(),
+            approval_consortium,
         };
         let mut needs_approval = false;
         if let Some((verified, allowed)) = &checked {
             self.check_request_covers(&plan, verified, allowed).map_err(|e| self.refused(e))?;
             needs_approval = allowed.needs_operator_approval;
         }
+        let approver = self.approvers(&plan)?.is_some_and(|(members, _)| members.contains(&me));
         // This node's own privacy checks, as every participant does them.
         self.check_privacy(&plan)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
@@ -969,14 +996,15 @@ impl Service {
             return Err(e.into());
         }
         tracing::info!(session = %plan.id, "session created: {}", plan.summary());
-        if needs_approval {
+        if needs_approval || approver {
             let _ = self.store().set_progress(&plan.id, &me, AWAITING_APPROVAL);
         }
-        tokio::spawn(self.clone().coordinate(plan.clone()));
+        tokio::spawn(self.clone().coordinate(plan.clone(), needs_approval));
         Ok(plan)
     }
 
-    async fn coordinate(self, plan: SessionPlan) {
+    /// `own_approval`: this node's policy requires its operator's approval.
+    async fn coordinate(self, plan: SessionPlan, own_approval: bool) {
         let me = self.name().to_owned();
         // Step 1: every participant verifies and accepts the plan.
         let mut proposals = Vec::new();
@@ -991,8 +1019,9 @@ impl Service {
         if plan.index_of(&me).is_some() && !awaiting_here {
             let _ = self.store().set_progress(&plan.id, &me, "accepted");
         }
+        // Nodes whose own policy requires their operator's approval.
         let mut awaiting: Vec<String> = Vec::new();
-        if awaiting_here {
+        if awaiting_here && own_approval {
             awaiting.push(me.clone());
         }
         for p in proposals {
@@ -1000,6 +1029,9 @@ impl Service {
                 Ok((name, Ok(PeerReply::AwaitingApproval))) => {
                     let _ = self.store().set_progress(&plan.id, &name, AWAITING_APPROVAL);
                     awaiting.push(name);
+                }
+                Ok((name, Ok(PeerReply::AwaitingThresholdApproval))) => {
+                    let _ = self.store().set_progress(&plan.id, &name, AWAITING_APPROVAL);
                 }
                 Ok((_, Ok(_))) => {}
                 Ok((name, Err(e))) => {
@@ -1009,26 +1041,59 @@ impl Service {
                 Err(e) => return self.finish(&plan, SessionState::Failed, &format!("internal: {e}")).await,
             }
         }
-        // Step 1b: wait for the operators who must approve (a rejection or a
-        // veto ends the session meanwhile).
-        if !awaiting.is_empty() {
-            tracing::info!(session = %plan.id, nodes = ?awaiting, "waiting for operators' approval");
+        // Step 1b: wait for the operators who must approve, and for k of the
+        // n approving data owners (a rejection or a veto ends the session meanwhile).
+        let approvers = match self.approvers(&plan) {
+            Ok(a) => a,
+            Err(e) => return self.finish(&plan, SessionState::Failed, &e.message).await,
+        };
+        let approved = |svc: &Service, names: &[String]| -> Vec<String> {
+            names.iter().filter(|n| svc.phase_of(&plan.id, n).as_deref() == Some(APPROVED)).cloned().collect()
+        };
+        let mut approving = Vec::new();
+        if !awaiting.is_empty() || approvers.is_some() {
+            tracing::info!(session = %plan.id, nodes = ?awaiting, approvers = ?approvers, "waiting for operators' approval");
             let deadline = Instant::now() + Duration::from_secs(self.shared.access.approval_timeout_secs.max(1));
             loop {
                 let pending_state = self.store().session(&plan.id).map(|r| r.state == SessionState::Pending);
                 if !matches!(pending_state, Ok(true)) {
                     return;
                 }
-                if awaiting.iter().all(|n| self.phase_of(&plan.id, n).as_deref() == Some(APPROVED)) {
+                let own_done = approved(&self, &awaiting).len() == awaiting.len();
+                if let Some((members, _)) = &approvers {
+                    approving = approved(&self, members);
+                }
+                let k_done = approvers.as_ref().is_none_or(|(_, k)| approving.len() >= *k);
+                if own_done && k_done {
                     break;
                 }
                 if Instant::now() >= deadline {
                     let missing: Vec<&String> =
                         awaiting.iter().filter(|n| self.phase_of(&plan.id, n).as_deref() != Some(APPROVED)).collect();
-                    let reason = format!("no approval from the operator(s) of {missing:?} in time");
+                    let mut reason = String::new();
+                    if !missing.is_empty() {
+                        reason = format!("no approval from the operator(s) of {missing:?} in time");
+                    }
+                    if let (false, Some((members, k))) = (k_done, &approvers) {
+                        if !reason.is_empty() {
+                            reason.push_str("; ");
+                        }
+                        reason.push_str(&format!(
+                            "only {} of the {k} data-owner approvals needed from {} in time (approved: {:?})",
+                            approving.len(),
+                            members.join(", "),
+                            approving
+                        ));
+                    }
                     return self.finish(&plan, SessionState::Failed, &reason).await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Step 1c: the approving data owners' threshold signature, checked and kept by every party.
+        if approvers.is_some() {
+            if let Err(reason) = self.collect_approval(&plan, &approving).await {
+                return self.finish(&plan, SessionState::Failed, &reason).await;
             }
         }
         // Step 2: start everywhere.
@@ -1169,9 +1234,9 @@ impl Service {
     // ---------------------------------------------------------------------
     // Participant.
 
-    /// A proposed session: verified and stored as pending. `Ok(true)` when
-    /// it waits for this node's operator's approval.
-    fn on_propose(&self, from: &str, plan: &SessionPlan) -> Result<bool, ServiceError> {
+    /// A proposed session: verified and stored as pending, and whether it
+    /// waits for this node's operator's approval.
+    fn on_propose(&self, from: &str, plan: &SessionPlan) -> Result<Acceptance, ServiceError> {
         let me = self.name().to_owned();
         if plan.coordinator != from {
             return Err(err(
@@ -1233,6 +1298,10 @@ impl Service {
             self.check_request_covers(plan, &verified, &allowed).map_err(|e| self.refused(e))?;
             needs_approval = allowed.needs_operator_approval;
         }
+        if plan.approval_consortium.is_some() && plan.request.is_none() {
+            return Err(err("bad_plan", "a threshold approval needs a signed request, and the plan carries none"));
+        }
+        let approver = self.approvers(plan)?.is_some_and(|(members, _)| members.contains(&me));
         self.check_privacy(plan)?;
         let json = serde_json::to_string(plan).map_err(|e| err("internal", e.to_string()))?;
         let created = self.store().create_session(&plan.id, &plan.coordinator, &json, &plan.summary());
@@ -1240,15 +1309,20 @@ impl Service {
             let _ = self.store().refund_budget(&plan.id);
             return Err(e.into());
         }
-        if needs_approval {
+        if needs_approval || approver {
             let _ = self.store().set_progress(&plan.id, &me, AWAITING_APPROVAL);
+            let why = if needs_approval { "this operator's approval" } else { "the data owners' approval" };
             let _ = self.store().record_event(
                 "approval.requested",
-                &format!("session {} waits for this operator's approval: {}", plan.id, plan.summary()),
+                &format!("session {} waits for {why}: {}", plan.id, plan.summary()),
             );
         }
         tracing::info!(session = %plan.id, coordinator = from, "session accepted: {}", plan.summary());
-        Ok(needs_approval)
+        Ok(match (needs_approval, approver) {
+            (true, _) => Acceptance::AwaitingOwn,
+            (false, true) => Acceptance::AwaitingThreshold,
+            (false, false) => Acceptance::Accepted,
+        })
     }
 
     // ---------------------------------------------------------------------
@@ -1352,20 +1426,13 @@ impl Service {
         };
         allowed.check_session(min_group, epsilon).map_err(|e| refuse(format!("{e} (rule {:?})", allowed.rule)))?;
         if let Some(a) = &allowed.approvals_required {
-            return Err(err(
-                "approvals_unavailable",
-                format!(
-                    "node {me:?}: rule {:?} requires {} of {:?} data owners to approve with a threshold signature, \
-                     which this node cannot collect yet",
-                    allowed.rule, a.k, a.of
-                ),
-            ));
+            self.check_approval_consortium(plan, &allowed.rule, a)?;
         }
         Ok(())
     }
 
     /// This node's latest phase in session `id`.
-    fn phase_of(&self, id: &str, node: &str) -> Option<String> {
+    pub(crate) fn phase_of(&self, id: &str, node: &str) -> Option<String> {
         self.store().progress(id).ok()?.into_iter().find(|p| p.party == node).map(|p| p.phase)
     }
 
@@ -1504,6 +1571,7 @@ impl Service {
             return Err(err("bad_state", format!("session {id} is {}, not pending", rec.state.name())));
         }
         let index = plan.index_of(self.name()).ok_or_else(|| err("not_a_party", "this node is not a party"))?;
+        self.check_approval_held(&plan)?;
         self.store().set_session_state(id, SessionState::Running, None)?;
         self.start_party(plan, index);
         Ok(())

@@ -209,6 +209,14 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (request_id, member)
         ) STRICT;",
     ),
+    // k-of-n approvals (crate::approval): each session's verified threshold signature.
+    M::up(
+        "CREATE TABLE session_approvals (
+            session_id TEXT PRIMARY KEY,
+            consortium TEXT NOT NULL,
+            body TEXT NOT NULL
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
