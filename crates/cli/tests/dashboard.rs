@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::post_form;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -318,23 +321,6 @@ fn dashboard_in_headless_chromium() {
     assert_eq!((width, height), (1280, 900), "unexpected screenshot size");
     assert!(bytes.len() > 10_000, "the screenshot is suspiciously small ({} bytes): a blank page?", bytes.len());
     eprintln!("dashboard screenshot: {} ({} bytes)", png.display(), bytes.len());
-}
-
-/// One HTTP request with a form body; the status and the body.
-fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
 }
 
 /// In a DOM Chromium built: the action of the form posting to `.../{decision}` and its hidden token.

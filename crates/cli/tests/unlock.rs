@@ -72,6 +72,23 @@ fn decide(api: &str, id: &str, decision: &str) -> String {
     }
 }
 
+/// Decide on unlock request `id` from node `api`'s approvals page, as a browser
+/// would: the form's action and anti-forgery token come from the page.
+fn decide_on_page(api: &str, id: &str, decision: &str, reason: &str) {
+    let (status, page) = common::get(api, "/approvals");
+    assert_eq!(status, 200, "{page}");
+    let action = format!("/ui/unlock-requests/{id}/{decision}");
+    let at =
+        page.find(&format!("action=\"{action}\"")).unwrap_or_else(|| panic!("no {decision} form for {id}: {page}"));
+    let rest = &page[at..];
+    let v = rest.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let token = rest[v..].split('"').next().unwrap();
+    let (status, body) = common::post_form(api, &action, &format!("csrf=bad{token}"));
+    assert_eq!(status, 403, "a forged token is refused: {body}");
+    let (status, body) = common::post_form(api, &action, &format!("csrf={token}&reason={}", reason.replace(' ', "+")));
+    assert_eq!(status, 303, "{body}");
+}
+
 /// Wait until node `api` lists request `id` (forwarded by the requester).
 fn wait_request(api: &str, id: &str) {
     wait_until(&format!("request {id} on {api}"), 30, || {
@@ -176,10 +193,14 @@ fn three_of_five_doctors_unlock_a_record() {
     }
     let listed = ok(&concord(&["unlock", "requests", "--node", &node_b]));
     assert!(listed.contains(&u.id) && listed.contains("tumour board") && listed.contains("doctor-a"), "{listed}");
-    for api in &apis[1..4] {
+    for api in &apis[1..3] {
         let said = decide(api, &u.id, "approve");
         assert!(said.contains("sent to doctor-a"), "{said}");
     }
+    // The third from the dashboard: listed there with the reason, approved with the page's form.
+    let (_, dashboard) = common::get(&apis[3], "/");
+    assert!(dashboard.contains(&u.id) && dashboard.contains("tumour board"), "{dashboard}");
+    decide_on_page(&apis[3], &u.id, "approve", "");
     let (success, stdout, stderr) = u.finish();
     assert!(success, "{stdout}{stderr}");
     eprintln!("{stderr}{stdout}(unseal with 3 approvals: {:.3} s)", started.elapsed().as_secs_f64());
@@ -196,7 +217,7 @@ fn three_of_five_doctors_unlock_a_record() {
     }
     decide(&apis[0], &u.id, "approve");
     decide(&apis[1], &u.id, "approve");
-    decide(&apis[2], &u.id, "reject");
+    decide_on_page(&apis[2], &u.id, "reject", "not for this study");
     let (success, _, stderr) = u.finish();
     assert!(!success);
     assert!(stderr.contains("2 of the 3 approvals needed after 10 s"), "{stderr}");

@@ -34,6 +34,8 @@ pub struct DashboardView {
     pub budgets: Vec<BudgetView>,
     /// Sessions waiting for this node's operator.
     pub approvals: Vec<ApprovalView>,
+    /// Unlock requests waiting for this node's operator.
+    pub unlocks: Vec<UnlockView>,
     /// The most recent audit entries, newest first.
     pub audit: Vec<AuditView>,
     /// One line about the audit log's head (entries, signed checkpoint).
@@ -76,7 +78,27 @@ pub struct ApprovalView {
     pub description: Vec<String>,
 }
 
-/// The operator's page: sessions to approve, reject or veto, with forms.
+/// An unlock request waiting for this node's operator ([`crate::unlock`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnlockView {
+    /// Request id.
+    pub id: String,
+    /// The consortium whose key sealed the file.
+    pub consortium: String,
+    /// The node that asks (and will open the file).
+    pub requester: String,
+    /// The requester's reason.
+    pub reason: String,
+    /// Size of the sealed file, bytes.
+    pub size: usize,
+    /// SHA-256 of the sealed file, hex.
+    pub digest: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The operator's page: sessions to approve, reject or veto, and unlock
+/// requests to approve or reject, with forms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApprovalsPage {
     /// This node's name.
@@ -85,6 +107,8 @@ pub struct ApprovalsPage {
     pub csrf: String,
     /// Waiting and active sessions.
     pub sessions: Vec<ApprovalView>,
+    /// Unlock requests waiting for this node's decision.
+    pub unlocks: Vec<UnlockView>,
 }
 
 /// An analyst's privacy budget on one dataset (numbers already formatted).
@@ -372,12 +396,29 @@ fn sessions(out: &mut String, sessions: &[SessionView]) {
     out.push_str("</section>");
 }
 
-fn approvals(out: &mut String, approvals: &[ApprovalView]) {
+fn approvals(out: &mut String, approvals: &[ApprovalView], unlocks: &[UnlockView]) {
     let waiting: Vec<&ApprovalView> = approvals.iter().filter(|a| a.awaiting).collect();
-    section_head(out, "approvals", "Waiting for your approval", waiting.len());
-    if waiting.is_empty() {
+    section_head(out, "approvals", "Waiting for your approval", waiting.len() + unlocks.len());
+    if waiting.is_empty() && unlocks.is_empty() {
         out.push_str("<p class=\"empty\">No session waits for this node's approval.</p>");
-    } else {
+    }
+    if !unlocks.is_empty() {
+        table_head(out, &["Unlock request", "Requester", "Consortium", "Reason", "Sealed file"]);
+        for u in unlocks {
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{} bytes, SHA-256 <code>{}</code></td></tr>",
+                escape_html(&u.id),
+                escape_html(&u.requester),
+                escape_html(&u.consortium),
+                escape_html(&u.reason),
+                u.size,
+                escape_html(u.digest.get(..16).unwrap_or(&u.digest))
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !waiting.is_empty() {
         table_head(out, &["Session", "Analyst", "Coordinator", "What it computes and reveals"]);
         for a in waiting {
             let _ = write!(
@@ -391,7 +432,7 @@ fn approvals(out: &mut String, approvals: &[ApprovalView]) {
         }
         out.push_str("</tbody></table>");
     }
-    out.push_str("<p><a href=\"/approvals\">Approve, reject or veto sessions</a></p></section>");
+    out.push_str("<p><a href=\"/approvals\">Approve, reject or veto sessions and unlock requests</a></p></section>");
 }
 
 /// The operator's page (no automatic refresh, so a reason being typed is not lost).
@@ -439,6 +480,34 @@ pub fn render_approvals(page: &ApprovalsPage) -> String {
              value=\"{csrf}\"><label>Reason <input type=\"text\" name=\"reason\" required></label> \
              <button type=\"submit\" name=\"decision\" value=\"veto\">{}</button></form></div>",
             if a.awaiting { "Reject" } else { "Veto" }
+        );
+    }
+    out.push_str("</section>");
+    section_head(&mut out, "unlocks", "Unlock requests you can decide on", page.unlocks.len());
+    if page.unlocks.is_empty() {
+        out.push_str("<p class=\"empty\">No unlock request waits for this node's decision.</p>");
+    }
+    for u in &page.unlocks {
+        let id = escape_html(&u.id);
+        let _ = write!(
+            out,
+            "<div class=\"decision\" id=\"u-{id}\"><h3>Unlock <code>{id}</code></h3><p>node <strong>{}</strong> asks \
+             to open a file sealed to consortium {} ({} bytes, SHA-256 <code>{}</code>), because: {}</p>\
+             <p>Approving releases this node's decryption share to {}; the file opens once enough members approve.</p>",
+            escape_html(&u.requester),
+            escape_html(&u.consortium),
+            u.size,
+            escape_html(&u.digest),
+            escape_html(&u.reason),
+            escape_html(&u.requester)
+        );
+        let _ = write!(
+            out,
+            "<form method=\"post\" action=\"/ui/unlock-requests/{id}/approve\"><input type=\"hidden\" name=\"csrf\" \
+             value=\"{csrf}\"><button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button></form>\
+             <form method=\"post\" action=\"/ui/unlock-requests/{id}/reject\"><input type=\"hidden\" name=\"csrf\" \
+             value=\"{csrf}\"><label>Reason <input type=\"text\" name=\"reason\" required></label> \
+             <button type=\"submit\" name=\"decision\" value=\"reject\">Reject</button></form></div>"
         );
     }
     out.push_str("</section></main></body></html>\n");
@@ -533,7 +602,7 @@ pub fn render(view: &DashboardView) -> String {
         escape_html(&view.version),
         format_utc(view.generated_at)
     );
-    approvals(&mut out, &view.approvals);
+    approvals(&mut out, &view.approvals, &view.unlocks);
     peers(&mut out, &view.peers);
     datasets(&mut out, &view.datasets);
     sessions(&mut out, &view.sessions);
@@ -604,6 +673,15 @@ mod tests {
                 parties: vec!["hospital-a".into(), "hospital-b".into()],
                 description: vec!["revealed to the analyst only: the exact pooled totals".into()],
             }],
+            unlocks: vec![UnlockView {
+                id: "u-1".into(),
+                consortium: "owners".into(),
+                requester: "hospital-c".into(),
+                reason: "audit of record 17".into(),
+                size: 1234,
+                digest: "ef".repeat(32),
+                created_at: 1_700_000_000,
+            }],
             budgets: vec![BudgetView {
                 analyst: "alice".into(),
                 dataset: "patients".into(),
@@ -625,12 +703,27 @@ mod tests {
 
     #[test]
     fn approvals_page_has_forms_with_the_token_and_escapes_everything() {
-        let mut page = ApprovalsPage { node: EVIL.into(), csrf: "t0k3n".into(), sessions: full().approvals };
+        let mut page = ApprovalsPage {
+            node: EVIL.into(),
+            csrf: "t0k3n".into(),
+            sessions: full().approvals,
+            unlocks: full().unlocks,
+        };
         let html = render_approvals(&page);
         assert!(
             html.contains("action=\"/ui/sessions/s-2/approve\"") && html.contains("action=\"/ui/sessions/s-2/veto\"")
         );
-        assert_eq!(html.matches("name=\"csrf\" value=\"t0k3n\"").count(), 2, "{html}");
+        assert!(
+            html.contains("action=\"/ui/unlock-requests/u-1/approve\"")
+                && html.contains("action=\"/ui/unlock-requests/u-1/reject\"")
+                && html.contains("audit of record 17"),
+            "{html}"
+        );
+        assert_eq!(html.matches("name=\"csrf\" value=\"t0k3n\"").count(), 4, "{html}");
+        page.unlocks[0].reason = EVIL.into();
+        page.unlocks[0].requester = EVIL.into();
+        assert!(!render_approvals(&page).contains("<script"));
+        page.unlocks.clear();
         assert!(html.contains(">Reject</button>") && !html.contains("http-equiv=\"refresh\""), "{html}");
         page.sessions[0].awaiting = false;
         page.sessions[0].id = EVIL.into();

@@ -293,6 +293,7 @@ async fn approvals_page(State(state): State<AppState>) -> Result<Response, ApiEr
         node: state.inner.name.clone(),
         csrf: state.inner.csrf.clone(),
         sessions: approval_views(&state)?,
+        unlocks: unlock_views(&state)?,
     };
     Ok((
         [
@@ -316,15 +317,28 @@ struct DecisionForm {
     reason: Option<String>,
 }
 
-/// `POST /ui/sessions/{id}/{approve|veto}` (form): the operator's decision from the page.
-async fn decide_from_page(
-    State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
+/// Unlock requests waiting for this node's operator (any requester, this node included).
+fn unlock_views(state: &AppState) -> Result<Vec<dashboard::UnlockView>, ApiError> {
+    let requests = crate::unlock::list_requests(&*state.store()?)?;
+    Ok(requests
+        .into_iter()
+        .filter(|r| r.decision == "pending")
+        .map(|r| dashboard::UnlockView {
+            id: r.id,
+            consortium: r.consortium,
+            requester: r.requester,
+            reason: r.reason,
+            size: r.size,
+            digest: r.digest,
+            created_at: r.created_at,
+        })
+        .collect())
+}
+
+/// A form posted from the approvals page: its anti-forgery token must be this node's.
+fn page_form(state: &AppState, body: &[u8]) -> Result<DecisionForm, ApiError> {
     let form: DecisionForm =
-        serde_urlencoded::from_bytes(&body).map_err(|e| bad_request(format!("the form is malformed: {e}")))?;
+        serde_urlencoded::from_bytes(body).map_err(|e| bad_request(format!("the form is malformed: {e}")))?;
     let expected = state.inner.csrf.as_bytes();
     if expected.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(form.csrf.as_bytes(), expected)) {
         return Err(ApiError {
@@ -333,6 +347,36 @@ async fn decide_from_page(
             message: "the form's token is not this node's (reload the approvals page)".into(),
         });
     }
+    Ok(form)
+}
+
+/// `POST /ui/unlock-requests/{id}/{approve|reject}` (form): release this node's
+/// decryption share, or refuse, from the page.
+async fn decide_unlock_from_page(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
+    let form = page_form(&state, &body)?;
+    let decision = match action.as_str() {
+        "approve" => crate::unlock::Decision::Approve,
+        "reject" => crate::unlock::Decision::Reject,
+        other => return Err(bad_request(format!("unknown decision {other:?}: expected approve or reject"))),
+    };
+    let reason = form.reason.filter(|r| !r.trim().is_empty());
+    state.service()?.decide_unlock(&id, decision, "the dashboard", reason.as_deref()).await?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/approvals")]).into_response())
+}
+
+/// `POST /ui/sessions/{id}/{approve|veto}` (form): the operator's decision from the page.
+async fn decide_from_page(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(|e| bad_request(e.body_text()))?;
+    let form = page_form(&state, &body)?;
     let service = state.service()?;
     match action.as_str() {
         "approve" => service.approve(&id, "the dashboard").await?,
@@ -348,6 +392,7 @@ async fn decide_from_page(
 fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
     // Before the store's lock is taken below (the service takes it too).
     let approvals = approval_views(state)?;
+    let unlocks = unlock_views(state)?;
     let health = state.inner.service.as_ref().map(Service::health).unwrap_or_default();
     let store = state.store()?;
     let peers = store
@@ -454,6 +499,7 @@ fn dashboard_view(state: &AppState) -> Result<DashboardView, ApiError> {
         events,
         budgets,
         approvals,
+        unlocks,
         // Audit trail (crate::audit).
         audit: audit_trail.0,
         audit_head: audit_trail.1,
@@ -925,6 +971,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/approvals", get(list_approvals))
         .route("/approvals", get(approvals_page))
         .route("/ui/sessions/{id}/{decision}", post(decide_from_page))
+        .route("/ui/unlock-requests/{id}/{decision}", post(decide_unlock_from_page))
         .route("/api/analysts", get(list_analysts))
         .route("/api/sessions/{id}/{decision}", post(decide_session))
         .route("/api/sessions", get(list_sessions).post(submit_session))

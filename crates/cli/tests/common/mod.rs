@@ -96,11 +96,20 @@ pub fn free_port() -> u16 {
 
 /// One HTTP/1.1 request (JSON body, possibly empty); status and body.
 pub fn http(addr: impl ToSocketAddrs, method: &str, path: &str, body: &str) -> (u16, String) {
+    request(addr, method, path, "application/json", body)
+}
+
+/// `POST path` of an HTML form (`application/x-www-form-urlencoded`), as a browser sends it.
+pub fn post_form(addr: impl ToSocketAddrs, path: &str, form: &str) -> (u16, String) {
+    request(addr, "POST", path, "application/x-www-form-urlencoded", form)
+}
+
+fn request(addr: impl ToSocketAddrs, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
