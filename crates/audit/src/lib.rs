@@ -524,6 +524,12 @@ impl Checkpoint {
         s
     }
 
+    /// A checkpoint from its JSON object in any key order (as served by a peer's
+    /// API); strict about fields and their forms; checks no signature.
+    pub fn from_value(value: Value) -> Result<Checkpoint, String> {
+        checkpoint_of(value)
+    }
+
     /// Parse [`Checkpoint::to_json`]'s output, strictly; checks no signature.
     pub fn from_json(line: &str) -> Result<Checkpoint, String> {
         let value: Value = serde_json::from_str(line).map_err(|e| format!("not a checkpoint: {e}"))?;

@@ -43,6 +43,10 @@ pub enum AuditCommand {
         /// The node's published Ed25519 public key (64 hex digits: `ed25519_public` of `concord peer list`).
         #[arg(long)]
         key: Option<String>,
+        /// A peer node's API (repeatable): check the export against the checkpoints of this node's log that
+        /// the peer received with its heartbeats; a rewritten or cut log fails.
+        #[arg(long = "witness", value_name = "URL")]
+        witnesses: Vec<String>,
     },
     /// Verify several nodes' exports and check that they agree on one session.
     CrossCheck {
@@ -138,10 +142,11 @@ pub fn audit(command: AuditCommand) -> Result<()> {
             println!("An auditor checks it with: concord audit verify-export FILE --key {}", summary.public_key);
             Ok(())
         }
-        AuditCommand::VerifyExport { file, key } => {
+        AuditCommand::VerifyExport { file, key, witnesses } => {
             let expected = key.as_deref().map(|k| parse_key(k, "--key")).transpose()?;
             let summary = read_export(&file, expected.as_ref())?;
             print_export(&file, &summary);
+            check_witnesses(&summary, &witnesses)?;
             if expected.is_none() {
                 println!(
                     "No --key given: compare the key above, all 64 digits, with the node's published ed25519_public \
@@ -223,6 +228,47 @@ fn read_export(file: &Path, expected: Option<&VerifyingKey>) -> Result<ExportSum
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     concord_audit::verify_export(&bytes, expected)
         .with_context(|| format!("{}: the export does not verify", file.display()))
+}
+
+/// Check an export against the checkpoints each witness holds of its node.
+fn check_witnesses(s: &ExportSummary, witnesses: &[String]) -> Result<()> {
+    let key = parse_key(&s.public_key, "the export's key")?;
+    for url in witnesses {
+        let addr = crate::node::api_address(url);
+        let path = format!("/api/audit/witness?node={}", url_encode(&s.node));
+        let v = crate::node::call(&addr, "GET", &path, None)?;
+        let mut held = Vec::new();
+        for (i, cp) in v["checkpoints"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            held.push(
+                concord_audit::Checkpoint::from_value(cp.clone())
+                    .map_err(|e| anyhow::anyhow!("witness {url}: checkpoint {i} is unreadable: {e}"))?,
+            );
+        }
+        concord_audit::verify_with_checkpoints(&s.entries, &key, &held).with_context(|| {
+            format!("the export contradicts a checkpoint of node {:?}'s log held by witness {url}", s.node)
+        })?;
+        match held.last() {
+            Some(last) => println!(
+                "  witness        {url}: {} checkpoints of {:?}'s log, up to entry {} (signed {}), all in this export",
+                held.len(),
+                s.node,
+                last.seq,
+                time(last.time_ms)
+            ),
+            None => println!("  witness        {url}: holds no checkpoint of {:?}'s log (nothing to compare)", s.node),
+        }
+    }
+    Ok(())
+}
+
+/// Percent-encode a node name for a query string.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn print_export(file: &Path, s: &ExportSummary) {

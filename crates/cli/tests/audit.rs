@@ -352,6 +352,55 @@ fn three_nodes_agree_on_a_session_and_a_lying_log_is_named() {
     refused_args.extend(files.iter().map(String::as_str));
     let err = fails(&concord(&refused_args));
     assert!(err.contains("\"hospital-c\" disagrees on plan_hash: records nothing, 2 of 3 nodes record"), "{err}");
+
+    // Peers witness each other's logs: hospital-b keeps the checkpoints of hospital-a's log that
+    // come with a's heartbeats, and a's export agrees with them.
+    let last_seq = |file: &str| -> u64 {
+        let text = std::fs::read_to_string(file).unwrap();
+        let trailer: J = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        trailer["checkpoint"]["seq"].as_u64().unwrap()
+    };
+    let witnessed = || -> Vec<u64> {
+        let (_, v) = http(&apis[1], "GET", "/api/audit/witness?node=hospital-a", "");
+        v["checkpoints"].as_array().unwrap().iter().map(|c| c["seq"].as_u64().unwrap()).collect()
+    };
+    ok(&concord(&["audit", "export", "--out", &files[0], "--dir", &dirs[0]]));
+    let head_a = last_seq(&files[0]);
+    wait_until("b witnesses a's head", 30, || witnessed().last() == Some(&head_a));
+    let witness_b = format!("http://{}", apis[1]);
+    let out = ok(&concord(&["audit", "verify-export", &files[0], "--key", &key_a, "--witness", &witness_b]));
+    assert!(out.contains(&format!("up to entry {head_a}")) && out.contains("all in this export"), "{out}");
+    let (status, v) = http(&apis[1], "GET", "/api/audit/witness", "");
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+    // hospital-a's operator cuts its log and re-signs the head: on its own it verifies again,
+    // but not against what hospital-b witnessed.
+    let mut nodes = nodes;
+    drop(nodes.remove(0));
+    let (cut, db) = tampered_copy(&root, &dirs[0], "a-cut");
+    db.execute("DELETE FROM audit_log WHERE seq >= ?1", [i64::try_from(head_a).unwrap() - 1]).unwrap();
+    drop(db);
+    ok(&concord(&["audit", "verify", "--rewrite-head", "--dir", &cut]));
+    let cut_file = root.join("a-cut.audit");
+    ok(&concord(&["audit", "export", "--out", &cut_file, "--dir", &cut]));
+    ok(&concord(&["audit", "verify-export", &cut_file, "--key", &key_a]));
+    let err = fails(&concord(&["audit", "verify-export", &cut_file, "--key", &key_a, "--witness", &witness_b]));
+    assert!(
+        err.contains("held by witness") && err.contains(&format!("a checkpoint vouches for entry {head_a}")),
+        "{err}"
+    );
+    // ... or rewrites its end with other entries, as long as before.
+    {
+        let mut store = Store::open(&Path::new(&cut).join("data").join(STORE_FILE)).unwrap();
+        let identity = NodeIdentity::load(Path::new(&cut), "hospital-a").unwrap();
+        store.set_auditor("hospital-a", identity.signing_key().clone()).unwrap();
+        // (re-signing the head logged one entry already)
+        store.audit("session.finished", Some(&id), json!({ "state": "failed", "reason": "rewritten" })).unwrap();
+    }
+    ok(&concord(&["audit", "verify", "--dir", &cut]));
+    ok(&concord(&["audit", "export", "--out", &cut_file, "--dir", &cut]));
+    assert_eq!(last_seq(&cut_file), head_a);
+    let err = fails(&concord(&["audit", "verify-export", &cut_file, "--key", &key_a, "--witness", &witness_b]));
+    assert!(err.contains(&format!("log rewritten: entry {head_a} differs")), "{err}");
     drop(nodes);
 
     // hospital-c lies: with its own key it logs that the session failed. The

@@ -44,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod unlock;
+pub mod witness;
 
 pub use config::{NodeConfig, PeerConfig};
 pub use error::NodeError;

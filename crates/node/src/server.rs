@@ -979,6 +979,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}/cancel", post(cancel_session))
         .route("/api/consortia", get(crate::consortium::api_list).post(crate::consortium::api_create))
         .route("/api/audit", get(crate::audit::api_audit))
+        .route("/api/audit/witness", get(crate::witness::api_witness))
         .route("/api/unlock-keys", get(crate::unlock::api_list_keys).post(crate::unlock::api_setup))
         .route(
             "/api/unlock-requests",
@@ -1230,5 +1231,6 @@ pub fn openapi_document(version: &str) -> Value {
         } }
     });
     crate::audit::add_openapi(&mut doc);
+    crate::witness::add_openapi(&mut doc);
     doc
 }

@@ -206,6 +206,10 @@ pub enum PeerRequest {
     Ping {
         /// Sender's clock, Unix seconds.
         at: i64,
+        /// The sender's latest signed audit head checkpoint (canonical JSON), for
+        /// the receiver to keep as a witness ([`crate::witness`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<String>,
     },
     /// The sender's (possibly new) address, signed.
     Announce(Announcement),
@@ -638,8 +642,11 @@ impl Service {
 
     async fn handle(&self, from: &str, req: PeerRequest) -> PeerReply {
         let result = match req {
-            PeerRequest::Ping { .. } => {
+            PeerRequest::Ping { checkpoint, .. } => {
                 self.saw(from);
+                if let Some(line) = checkpoint {
+                    self.on_checkpoint(from, &line);
+                }
                 return PeerReply::Pong { at: unix_now() };
             }
             PeerRequest::Announce(a) => self.on_announce(from, &a),
@@ -728,14 +735,16 @@ impl Service {
         loop {
             let peers = self.store().list_peers().unwrap_or_default();
             let now = Instant::now();
+            let checkpoint = self.own_checkpoint();
             let mut calls = Vec::new();
             for p in peers.iter().filter(|p| p.revoked_at.is_none()) {
                 let due = lock(&self.shared.health).get(&p.name).and_then(|h| h.next_ping).is_none_or(|t| t <= now);
                 if due {
                     let me = self.clone();
                     let name = p.name.clone();
+                    let checkpoint = checkpoint.clone();
                     calls.push(tokio::spawn(async move {
-                        let ok = me.call(&name, &PeerRequest::Ping { at: unix_now() }).await.is_ok();
+                        let ok = me.call(&name, &PeerRequest::Ping { at: unix_now(), checkpoint }).await.is_ok();
                         (name, ok)
                     }));
                 }

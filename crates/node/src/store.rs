@@ -217,6 +217,16 @@ const MIGRATIONS: &[M<'static>] = &[
             body TEXT NOT NULL
         ) STRICT;",
     ),
+    // Peers' audit checkpoints, received with their heartbeats (crate::witness).
+    M::up(
+        "CREATE TABLE audit_witness (
+            node TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            checkpoint TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            PRIMARY KEY (node, seq)
+        ) STRICT;",
+    ),
 ];
 
 /// Number of migrations: the schema version of a current store.
