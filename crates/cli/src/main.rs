@@ -125,7 +125,9 @@ fn main() -> Result<()> {
     let default_level = if matches!(cli.command, Command::Node(_)) { "info" } else { "error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal (a log file or a journal gets plain text), and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     match cli.command {
         Command::Demo => demo::run(),
         Command::Run(args) => run::run(args),

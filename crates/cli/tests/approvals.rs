@@ -151,7 +151,7 @@ fn two_of_three_data_owners_approve_with_one_threshold_signature() {
     let log = std::fs::read_to_string(format!("{}.log", dirs[0])).unwrap();
     let signed_in = log.lines().find(|l| l.contains("threshold approval signed")).unwrap_or_default();
     eprintln!("coordinator: {signed_in}");
-    assert!(signed_in.contains("ms="), "{log}");
+    assert!(signed_in.contains(" ms=") && !signed_in.contains('\x1b'), "plain text in a log file: {signed_in}");
 
     // Every node holds the same approval, verified under its own record of the group key.
     let approval = session(&apis[0], &id)["approval"].clone();
