@@ -39,6 +39,7 @@ pub mod datasets;
 mod error;
 pub mod identity;
 pub mod pairing;
+pub mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;
