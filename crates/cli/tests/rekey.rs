@@ -1,7 +1,9 @@
 //! Consortium key refresh and repair through three `concord node` processes:
-//! a 2-of-3 consortium is refreshed (same group key on every member, new
-//! shares in every store, a result signed afterwards verifies offline under
-//! the same key); a refresh is refused while a member is down; a member is
+//! a refresh that fails at its last round (one member's stored group key is
+//! corrupted) replaces nobody's share; a 2-of-3 consortium is refreshed (same
+//! group key on every member, new shares in every store, a result signed
+//! afterwards verifies offline under the same key); a refresh is refused
+//! while a member is down; a member is
 //! replaced by a fresh node with the same name, re-paired, and its share is
 //! rebuilt by two helpers (refused under a wrong group key), after which it
 //! signs results again, and a refresh makes the replaced node's old share
@@ -129,6 +131,33 @@ fn consortium_shares_are_refreshed_and_a_replaced_member_is_repaired() {
     ]));
     let other_key = consortium(&apis[0], "pair")["group_key"].as_str().unwrap().to_owned();
     let before: Vec<String> = dirs.iter().map(|d| share(d, "research")).collect();
+
+    // Two-phase: c's stored group key is corrupted (two verifying shares
+    // swapped, same public key), so c derives other verifying shares at the
+    // last round; the refresh fails naming c, and nobody replaces its share.
+    let group_json: String =
+        db(&dirs[2]).query_row("SELECT group_key FROM consortia WHERE name = 'research'", [], |r| r.get(0)).unwrap();
+    let mut bad: J = serde_json::from_str(&group_json).unwrap();
+    let shares_map = bad["verifying_shares"].as_object_mut().unwrap();
+    let ids: Vec<String> = shares_map.keys().cloned().collect();
+    let first = shares_map[&ids[0]].clone();
+    shares_map[&ids[0]] = shares_map[&ids[1]].clone();
+    shares_map[&ids[1]] = first;
+    let set_group = |json: &str| {
+        db(&dirs[2]).execute("UPDATE consortia SET group_key = ?1 WHERE name = 'research'", [json]).unwrap();
+    };
+    set_group(&bad.to_string());
+    let err = fails(&concord(&["consortium", "refresh", "research", "--node", &url(&apis[0])]));
+    assert!(
+        err.contains("refresh_failed") && err.contains("member \"hospital-c\" derived other verifying shares"),
+        "{err}"
+    );
+    for (i, d) in dirs.iter().enumerate() {
+        assert_eq!(share(d, "research"), before[i], "{} replaced its share after a failed refresh", names[i]);
+        assert!(events(d, "consortium.refreshed").is_empty());
+    }
+    assert_eq!(events(&dirs[0], "consortium.refresh_failed").len(), 1);
+    set_group(&group_json);
 
     // Refresh, coordinated by b: same group key everywhere, a new share in every store.
     let out = ok(&concord(&["consortium", "refresh", "research", "--node", &url(&apis[1])]));
