@@ -55,6 +55,28 @@ pub enum ConsortiumCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Refresh every member's key share (same group key, new shares; a share stolen before is useless after).
+    Refresh {
+        /// The consortium's name.
+        name: String,
+        /// A member node's API (it coordinates; every member must be up), e.g. http://127.0.0.1:7300.
+        #[arg(long, env = "CONCORD_NODE")]
+        node: String,
+    },
+    /// At a member that lost its key share (a replaced node): have t helpers rebuild it.
+    Repair {
+        /// The consortium's name.
+        name: String,
+        /// The helper members, comma-separated (at least the threshold; not the node repaired).
+        #[arg(long, value_delimiter = ',', required = true)]
+        helpers: Vec<String>,
+        /// The consortium's group public key (`concord-group-v1:...`), obtained independently of the helpers.
+        #[arg(long)]
+        group_key: String,
+        /// The API of the node being repaired, e.g. http://127.0.0.1:7300.
+        #[arg(long, env = "CONCORD_NODE")]
+        node: String,
+    },
 }
 
 /// Arguments of `concord verify`.
@@ -86,6 +108,31 @@ pub fn consortium(command: ConsortiumCommand) -> Result<()> {
                 v["threshold"],
                 members.len(),
                 members.join(", "),
+                started.elapsed().as_secs_f64()
+            );
+            println!("group key {}", v["group_key"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        ConsortiumCommand::Refresh { name, node } => {
+            let started = std::time::Instant::now();
+            let path = format!("/api/consortia/{name}/refresh");
+            let v = call(&api_address(&node), "POST", &path, Some(&json!({})))?;
+            println!(
+                "Consortium {name:?} refreshed: every member holds a new key share; refresh took {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
+            println!("group key {} (unchanged)", v["group_key"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        ConsortiumCommand::Repair { name, helpers, group_key, node } => {
+            let started = std::time::Instant::now();
+            let path = format!("/api/consortia/{name}/repair");
+            let body = json!({ "helpers": helpers, "group_key": group_key });
+            let v = call(&api_address(&node), "POST", &path, Some(&body))?;
+            println!(
+                "Consortium {name:?} repaired: the key share was rebuilt by {} and stored ({}); repair took {:.3} s",
+                helpers.join(", "),
+                v["state"].as_str().unwrap_or("?"),
                 started.elapsed().as_secs_f64()
             );
             println!("group key {}", v["group_key"].as_str().unwrap_or("?"));

@@ -392,7 +392,7 @@ pub fn get(store: &Store, name: &str) -> Result<Option<ConsortiumRecord>, NodeEr
     }
 }
 
-fn begin(store: &Store, c: &Consortium, name: &str, coordinator: &str) -> Result<(), NodeError> {
+pub(crate) fn begin(store: &Store, c: &Consortium, name: &str, coordinator: &str) -> Result<(), NodeError> {
     let s = sql(store);
     let now = unix_now();
     let members = serde_json::to_string(c.members()).map_err(|e| NodeError::Consortium(e.to_string()))?;
@@ -412,7 +412,7 @@ fn begin(store: &Store, c: &Consortium, name: &str, coordinator: &str) -> Result
     Ok(())
 }
 
-fn set_state(store: &Store, name: &str, state: &str, reason: Option<&str>) -> Result<(), NodeError> {
+pub(crate) fn set_state(store: &Store, name: &str, state: &str, reason: Option<&str>) -> Result<(), NodeError> {
     let s = sql(store);
     store
         .conn()
@@ -427,7 +427,7 @@ fn set_state(store: &Store, name: &str, state: &str, reason: Option<&str>) -> Re
     Ok(())
 }
 
-fn store_key(store: &Store, name: &str, share: &KeyShare, group: &GroupKey) -> Result<(), NodeError> {
+pub(crate) fn store_key(store: &Store, name: &str, share: &KeyShare, group: &GroupKey) -> Result<(), NodeError> {
     let s = sql(store);
     let secret =
         share.export_secret().map_err(|e| NodeError::Consortium(format!("cannot export the key share: {e}")))?;

@@ -40,6 +40,7 @@ pub mod datasets;
 mod error;
 pub mod identity;
 pub mod pairing;
+pub mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;

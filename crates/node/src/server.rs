@@ -715,7 +715,9 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(crate::unlock::with_openapi(crate::consortium::with_openapi(openapi_document(&state.inner.version))))
+    Json(crate::rekey::with_openapi(crate::unlock::with_openapi(crate::consortium::with_openapi(openapi_document(
+        &state.inner.version,
+    )))))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -978,6 +980,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/sessions/{id}/cancel", post(cancel_session))
         .route("/api/consortia", get(crate::consortium::api_list).post(crate::consortium::api_create))
+        .route("/api/consortia/{name}/refresh", post(crate::rekey::api_refresh))
+        .route("/api/consortia/{name}/repair", post(crate::rekey::api_repair))
         .route("/api/audit", get(crate::audit::api_audit))
         .route("/api/audit/witness", get(crate::witness::api_witness))
         .route("/api/unlock-keys", get(crate::unlock::api_list_keys).post(crate::unlock::api_setup))

@@ -278,6 +278,8 @@ pub enum PeerRequest {
     Consortium(crate::consortium::ConsortiumMsg),
     /// Threshold unlock: key generation, unlock requests and answers ([`crate::unlock`]).
     Unlock(crate::unlock::UnlockMsg),
+    /// Consortium key refresh and repair ([`crate::rekey`]).
+    Rekey(crate::rekey::RekeyMsg),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -312,6 +314,8 @@ pub enum PeerReply {
     Consortium(Box<crate::consortium::ConsortiumReply>),
     /// An answer to an unlock message ([`crate::unlock`]).
     Unlock(Box<crate::unlock::UnlockReply>),
+    /// An answer to a refresh or repair message ([`crate::rekey`]).
+    Rekey(Box<crate::rekey::RekeyReply>),
 }
 
 /// A refusal or failure of the service, with a stable code for the API.
@@ -431,6 +435,7 @@ struct Shared {
     privacy: PrivacyConfig,
     access: AccessConfig,
     consortium_rounds: crate::consortium::Rounds,
+    rekey_rounds: crate::rekey::RekeyRounds,
 }
 
 /// The running node's service. Cheap to clone.
@@ -517,6 +522,7 @@ impl Service {
                 privacy,
                 access,
                 consortium_rounds: Default::default(),
+                rekey_rounds: Default::default(),
             }),
         }
     }
@@ -542,6 +548,10 @@ impl Service {
 
     pub(crate) fn consortium_rounds(&self) -> &crate::consortium::Rounds {
         &self.shared.consortium_rounds
+    }
+
+    pub(crate) fn rekey_rounds(&self) -> &crate::rekey::RekeyRounds {
+        &self.shared.rekey_rounds
     }
 
     /// Every peer's health (paired, non-revoked peers; `unknown` before the first ping).
@@ -684,6 +694,7 @@ impl Service {
             }
             PeerRequest::Failed { session, reason } => self.on_failed(from, &session, &reason).await,
             PeerRequest::Consortium(msg) => return self.on_consortium(from, msg).await,
+            PeerRequest::Rekey(msg) => return self.on_rekey(from, msg).await,
             PeerRequest::Unlock(msg) => return self.on_unlock(from, msg).await,
         };
         match result {

@@ -604,6 +604,7 @@ impl Store {
                 }
                 Some(_) => {}
             }
+            replace_revoked(tx, peer).map_err(sql)?;
             check_new_peer(tx, peer).map_err(|e| with_path(e, &path))?;
             tx.execute("UPDATE invitations SET used_at = ?2, used_by = ?3 WHERE id = ?1", params![id, now, peer.name])
                 .map_err(sql)?;
@@ -615,6 +616,7 @@ impl Store {
     pub fn add_peer(&mut self, peer: &PeerRecord) -> Result<(), NodeError> {
         let path = self.path.clone();
         self.write(|tx| {
+            replace_revoked(tx, peer).map_err(|source| NodeError::Store { path: path.clone(), source })?;
             check_new_peer(tx, peer).map_err(|e| with_path(e, &path))?;
             insert_peer(tx, peer).map_err(|source| NodeError::Store { path: path.clone(), source })
         })
@@ -1287,6 +1289,28 @@ fn read_session(r: &Row<'_>) -> rusqlite::Result<Result<SessionRecord, String>> 
     }))
 }
 
+/// A peer whose pairing was revoked may be paired again under the same name
+/// (a replaced node, with a new identity): its revoked record is deleted, and
+/// that is logged.
+fn replace_revoked(tx: &Tx<'_>, peer: &PeerRecord) -> rusqlite::Result<()> {
+    let old: Option<String> = tx
+        .query_row("SELECT ed25519_public FROM peers WHERE name = ?1 AND revoked_at IS NOT NULL", [&peer.name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(old) = old {
+        tx.execute("DELETE FROM peers WHERE name = ?1 AND revoked_at IS NOT NULL", [&peer.name])?;
+        insert_event_with(
+            tx,
+            "peer.replaced",
+            &format!("the revoked pairing with {:?} (ed25519 {old}) is replaced by a new pairing", peer.name),
+            None,
+            json!({ "peer": peer.name, "old_ed25519_public": old }),
+        )?;
+    }
+    Ok(())
+}
+
 fn check_new_peer(tx: &Transaction<'_>, peer: &PeerRecord) -> Result<(), NodeError> {
     let taken: Option<String> = tx
         .query_row(
@@ -1532,5 +1556,14 @@ mod tests {
         assert!(s.list_peers().unwrap()[0].revoked_at.is_some());
         assert!(matches!(s.revoke_peer("b"), Err(NodeError::UnknownPeer(_))));
         assert_eq!(s.recent_events(1).unwrap()[0].kind, "peer.revoked");
+        // A replaced node (new identity, same name) may be paired again once revoked.
+        s.add_peer(&peer("b", "22")).unwrap();
+        let peers = s.list_peers().unwrap();
+        assert_eq!(
+            (peers.len(), peers[0].revoked_at, peers[0].ed25519_public.as_str()),
+            (1, None, "22".repeat(32).as_str())
+        );
+        assert!(s.recent_events(2).unwrap().iter().any(|e| e.kind == "peer.replaced"));
+        assert!(matches!(s.add_peer(&peer("b", "33")), Err(NodeError::DuplicatePeer(_))), "only a revoked one");
     }
 }
