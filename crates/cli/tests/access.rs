@@ -96,6 +96,8 @@ fn every_node_checks_signed_requests_against_its_own_policy() {
         std::fs::write(format!("{dir}/policy.toml"), if p == 1 { STRICT_POLICY } else { OPEN_POLICY }).unwrap();
         let schema = root.join("schema.toml");
         ok(&concord(&["dataset", "add", "patients", "--file", &file, "--schema", &schema, "--dir", &dir]));
+        // The same rows under another name, which no rule covers.
+        ok(&concord(&["dataset", "add", "archive", "--file", &file, "--schema", &schema, "--dir", &dir]));
         dirs.push(dir);
         apis.push(api);
     }
@@ -157,6 +159,14 @@ fn every_node_checks_signed_requests_against_its_own_policy() {
         let err = fails(&q(&apis[0], sql, &with(&extra)));
         assert!(err.contains("hospital-b") && err.contains("alice-ages") && err.contains(want), "{sql}: {err}");
     }
+
+    // A dataset no rule covers: refused by the coordinator's own policy, naming it and the dataset.
+    let err =
+        fails(&q(&apis[0], "SELECT COUNT(*) FROM patients", &with(&["--dataset", "archive", "--min-group-size", "5"])));
+    assert!(
+        err.contains("hospital-a") && err.contains("rule \"default\"") && err.contains("to query dataset `archive`"),
+        "{err}"
+    );
 
     // A signed request file: policy check explains, then replay and tampering are refused.
     let req = root.join("req.json");
