@@ -498,34 +498,10 @@ mod tests {
     use super::*;
     use concord_access::{AnalystSecretKey, Nonce, RecipientKey, Request, RequestOptions, REQUEST_VERSION};
     use concord_threshold::{GroupKey, KeyShare};
-    use rand_core::SeedableRng;
-
     type Rng = rand_chacha::ChaCha12Rng;
 
-    /// A 2-of-3 FROST key made by the three rounds of the DKG.
     fn dkg(rng: &mut Rng) -> (Vec<KeyShare>, GroupKey) {
-        let r1: Vec<_> = (1..=3u16).map(|i| concord_threshold::dkg_round1(i, 3, 2, rng).unwrap()).collect();
-        let all: BTreeMap<u16, _> = r1.iter().enumerate().map(|(i, (_, m))| (i as u16 + 1, m.clone())).collect();
-        let others = |me: u16| all.iter().filter(|(i, _)| **i != me).map(|(i, m)| (*i, m.clone())).collect();
-        let mut secrets = Vec::new();
-        let mut inbox: BTreeMap<u16, BTreeMap<u16, _>> = BTreeMap::new();
-        for (i, (s, _)) in r1.into_iter().enumerate() {
-            let me = i as u16 + 1;
-            let (s2, out) = concord_threshold::dkg_round2(s, &others(me)).unwrap();
-            for (to, m) in out {
-                inbox.entry(to).or_default().insert(me, m);
-            }
-            secrets.push(s2);
-        }
-        let mut shares = Vec::new();
-        let mut group = None;
-        for (i, s) in secrets.iter().enumerate() {
-            let me = i as u16 + 1;
-            let (share, g) = concord_threshold::dkg_finish(s, &others(me), &inbox[&me]).unwrap();
-            shares.push(share);
-            group = Some(g);
-        }
-        (shares, group.unwrap())
+        crate::testing::dkg_2_of_3(rng)
     }
 
     fn sign(shares: &[KeyShare], signers: &[u16], group: &GroupKey, digest: &[u8; 32], rng: &mut Rng) -> Signature {
@@ -586,7 +562,7 @@ mod tests {
 
     #[test]
     fn k_of_n_approval_verifies_only_for_its_request_and_key() {
-        let mut rng = Rng::seed_from_u64(6);
+        let mut rng = crate::testing::rng(6);
         let (shares, group) = dkg(&mut rng);
         let plan = plan_with("SELECT COUNT(*) FROM t");
         let st = statement(&plan).unwrap();

@@ -44,6 +44,8 @@ pub mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod unlock;
 pub mod witness;
 

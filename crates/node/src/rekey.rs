@@ -1106,38 +1106,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    /// A dealer-free 2-of-3 key, run directly: every member's share and the group key.
+    /// A dealer-free 2-of-3 key (seeded): every member's share and the group key.
     fn dkg() -> (Vec<KeyShare>, GroupKey) {
-        let mut rng = os_rng();
-        let mut s1 = Vec::new();
-        let mut m1 = BTreeMap::new();
-        for i in 1..=3 {
-            let (s, m) = concord_threshold::dkg_round1(i, 3, 2, &mut rng).unwrap();
-            s1.push(s);
-            m1.insert(i, m);
-        }
-        let others = |i: u16| -> BTreeMap<u16, Round1Msg> {
-            m1.iter().filter(|(j, _)| **j != i).map(|(j, m)| (*j, m.clone())).collect()
-        };
-        let mut s2 = Vec::new();
-        let mut inbox: BTreeMap<u16, BTreeMap<u16, Round2Msg>> = BTreeMap::new();
-        for (k, s) in s1.into_iter().enumerate() {
-            let i = k as u16 + 1;
-            let (s, out) = concord_threshold::dkg_round2(s, &others(i)).unwrap();
-            for (to, m) in out {
-                inbox.entry(to).or_default().insert(i, m);
-            }
-            s2.push(s);
-        }
-        let mut shares = Vec::new();
-        let mut group = None;
-        for (k, s) in s2.iter().enumerate() {
-            let i = k as u16 + 1;
-            let (share, g) = concord_threshold::dkg_finish(s, &others(i), &inbox[&i]).unwrap();
-            shares.push(share);
-            group = Some(g);
-        }
-        (shares, group.unwrap())
+        crate::testing::dkg_2_of_3(&mut crate::testing::rng(24))
     }
 
     /// Through the control channel's JSON and back.
@@ -1161,7 +1132,7 @@ mod tests {
     #[test]
     fn a_refresh_runs_through_serialised_messages_and_keeps_the_group_key() {
         let (shares, group) = dkg();
-        let mut rng = os_rng();
+        let mut rng = crate::testing::rng(101);
         let start = carry_msg(RekeyMsg::RefreshStart {
             name: "c".into(),
             members: vec!["a".into(), "b".into(), "c".into()],
@@ -1237,7 +1208,7 @@ mod tests {
     #[test]
     fn a_repair_runs_through_serialised_messages() {
         let (shares, group) = dkg();
-        let mut rng = os_rng();
+        let mut rng = crate::testing::rng(102);
         let helpers = [1u16, 2];
         let mut inbox: BTreeMap<u16, BTreeMap<u16, RepairDelta>> = BTreeMap::new();
         for h in helpers {
@@ -1291,7 +1262,7 @@ mod tests {
     #[test]
     fn debug_output_redacts_secret_packages() {
         let (shares, group) = dkg();
-        let mut rng = os_rng();
+        let mut rng = crate::testing::rng(103);
         let (s, m1) = concord_threshold::refresh_round1(&shares[0], &group, &mut rng).unwrap();
         let (_, m2) = concord_threshold::refresh_round1(&shares[1], &group, &mut rng).unwrap();
         let (_, m3) = concord_threshold::refresh_round1(&shares[2], &group, &mut rng).unwrap();
