@@ -39,15 +39,13 @@
 //! (`GET /api/sessions/{id}`, `approval`), in each member's audit log, and in
 //! result files, where `concord verify` checks it offline.
 
-use std::collections::BTreeMap;
-
 use concord_access::Approvals;
-use concord_threshold::{ApprovalStatement, Consortium, GroupPublicKey, Signature, SigningPackage};
+use concord_threshold::{ApprovalStatement, Consortium, GroupPublicKey, Signature};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::consortium::{self, ConsortiumMsg, ConsortiumRecord, ConsortiumReply};
+use crate::consortium::{self, ConsortiumMsg, ConsortiumRecord};
 use crate::service::{PeerReply, Service, ServiceError, SessionPlan, APPROVED};
 use crate::store::{SessionState, Store};
 use crate::{hex, NodeError};
@@ -278,69 +276,18 @@ impl Service {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("consortium {name:?} is unknown on the coordinator"))?;
         let c = Consortium::new(rec.members.clone(), rec.threshold).map_err(|e| e.to_string())?;
-        let key: GroupPublicKey = rec
-            .group_key
-            .as_deref()
-            .ok_or_else(|| format!("consortium {name:?} has no group key here"))?
-            .parse()
-            .map_err(|e| format!("group key of {name:?}: {e}"))?;
         let st = statement(plan).map_err(|e| e.message)?;
         let digest = st.digest();
-        let t = usize::from(c.threshold());
-        // Round 1: approving members commit to nonces, each after checking its operator approved.
-        let mut commitments = BTreeMap::new();
-        let mut signers = Vec::new();
-        let mut refusals = Vec::new();
-        for m in approved {
-            if commitments.len() == t {
-                break;
-            }
-            let msg = ConsortiumMsg::ApproveCommit { consortium: name.clone(), session: plan.id.clone() };
-            match self.consortium_ask(m, msg).await {
-                Ok(ConsortiumReply::Commitment { commitment }) => {
-                    let index = c.index(m).ok_or_else(|| format!("{m:?} is not a member of {name:?}"))?;
-                    commitments.insert(index, commitment);
-                    signers.push(m.clone());
-                }
-                Ok(other) => refusals.push(format!("{m:?} answered {other:?}")),
-                Err(e) => refusals.push(e.message),
-            }
-        }
-        if commitments.len() < t {
-            return Err(format!(
-                "only {} of the {t} approving signers needed committed: {}",
-                commitments.len(),
-                refusals.join("; ")
-            ));
-        }
-        let package: SigningPackage =
-            concord_threshold::signing_package(&commitments, &digest).map_err(|e| e.to_string())?;
-        let mut shares = BTreeMap::new();
-        for (index, m) in commitments.keys().zip(&signers) {
-            let msg = ConsortiumMsg::ApproveShare {
-                consortium: name.clone(),
-                session: plan.id.clone(),
-                package: package.clone(),
-            };
-            match self.consortium_ask(m, msg).await {
-                Ok(ConsortiumReply::Share { share }) => {
-                    shares.insert(*index, share);
-                }
-                Ok(other) => return Err(format!("approver {m:?} answered {other:?}")),
-                Err(e) => return Err(format!("approver {m:?} did not sign: {}", e.message)),
-            }
-        }
         let (_, group) = consortium::load_key(&self.store(), &name).map_err(|e| e.to_string())?;
-        let signature = concord_threshold::aggregate(&commitments, &shares, &group, &digest).map_err(|e| {
-            match e.culprit().and_then(|i| c.name(i)) {
-                Some(who) => format!("approver {who:?} sent an invalid signature share: {e}"),
-                None => e.to_string(),
-            }
-        })?;
-        concord_threshold::verify(&key, &digest, &signature).map_err(|e| e.to_string())?;
+        // Approving members commit to nonces, each after checking its operator approved.
+        let commit = || ConsortiumMsg::ApproveCommit { consortium: name.clone(), session: plan.id.clone() };
+        let share =
+            |package| ConsortiumMsg::ApproveShare { consortium: name.clone(), session: plan.id.clone(), package };
+        let (signature, signers) =
+            self.threshold_sign(&c, &group, approved, &digest, "approver", commit, share).await?;
         Ok(ApprovalSignature {
             consortium: name,
-            group_key: key.to_string(),
+            group_key: group.public_key().to_string(),
             request_hash: hex(&st.request_hash),
             signature: signature.to_string(),
             signers,
@@ -498,6 +445,7 @@ mod tests {
     use super::*;
     use concord_access::{AnalystSecretKey, Nonce, RecipientKey, Request, RequestOptions, REQUEST_VERSION};
     use concord_threshold::{GroupKey, KeyShare};
+    use std::collections::BTreeMap;
     type Rng = rand_chacha::ChaCha12Rng;
 
     fn dkg(rng: &mut Rng) -> (Vec<KeyShare>, GroupKey) {

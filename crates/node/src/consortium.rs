@@ -841,43 +841,16 @@ impl Service {
 
     async fn run_dkg(&self, name: &str, c: &Consortium) -> Result<GroupPublicKey, String> {
         let members = c.members().to_vec();
-        // Round 1: every member's broadcast, collected here.
-        let mut round1 = Vec::with_capacity(members.len());
-        for (i, m) in members.iter().enumerate() {
-            let msg =
-                ConsortiumMsg::DkgStart { name: name.to_owned(), members: members.clone(), threshold: c.threshold() };
-            match self.consortium_ask(m, msg).await {
-                Ok(ConsortiumReply::Round1 { package }) => round1.push(IndexedRound1 { index: i as u16 + 1, package }),
-                Ok(other) => return Err(format!("member {m:?} answered round 1 with {other:?}")),
-                Err(e) => return Err(format!("member {m:?} failed round 1: {}", e.message)),
-            }
-        }
-        // Round 2: broadcast all of round 1; members exchange their secret packages directly.
-        let mut calls = Vec::new();
-        for m in &members {
-            let (svc, m, msg) =
-                (self.clone(), m.clone(), ConsortiumMsg::DkgRound1 { name: name.to_owned(), round1: round1.clone() });
-            calls.push(tokio::spawn(async move {
-                let r = svc.consortium_call(&m, msg).await;
-                (m, r)
-            }));
-        }
-        for call in calls {
-            match call.await {
-                Ok((_, Ok(_))) => {}
-                Ok((m, Err(e))) => return Err(format!("member {m:?} failed round 2: {}", e.message)),
-                Err(e) => return Err(format!("internal: {e}")),
-            }
-        }
-        // Finish: every member derives its share and the group key.
-        let mut keys: Vec<(String, GroupKey)> = Vec::with_capacity(members.len());
-        for m in &members {
-            match self.consortium_ask(m, ConsortiumMsg::DkgFinish { name: name.to_owned() }).await {
-                Ok(ConsortiumReply::Finished { group_key }) => keys.push((m.clone(), *group_key)),
-                Ok(other) => return Err(format!("member {m:?} answered the last round with {other:?}")),
-                Err(e) => return Err(format!("member {m:?} failed the last round: {}", e.message)),
-            }
-        }
+        let rounds = KeyRounds {
+            start: PeerRequest::Consortium(ConsortiumMsg::DkgStart {
+                name: name.to_owned(),
+                members: members.clone(),
+                threshold: c.threshold(),
+            }),
+            round1: |name, round1| PeerRequest::Consortium(ConsortiumMsg::DkgRound1 { name, round1 }),
+            finish: PeerRequest::Consortium(ConsortiumMsg::DkgFinish { name: name.to_owned() }),
+        };
+        let keys = self.run_key_rounds(name, &members, rounds).await?;
         let (first_name, first) = keys.first().cloned().ok_or("no members")?;
         for (m, k) in &keys {
             if *k != first {
@@ -964,23 +937,61 @@ impl Service {
         }
         let statement = result_statement(plan, &envelopes).map_err(|e| e.to_string())?;
         let digest = statement.digest();
-        // Round 1: the first t member parties that agree commit to nonces.
+        // The first t member parties that agree sign.
+        let candidates: Vec<String> = c.members().iter().filter(|m| plan.index_of(m).is_some()).cloned().collect();
+        let commit = || ConsortiumMsg::SignCommit {
+            consortium: consortium.to_owned(),
+            session: plan.id.clone(),
+            envelopes: envelopes.clone(),
+        };
+        let share = |package: SigningPackage| ConsortiumMsg::SignShare {
+            consortium: consortium.to_owned(),
+            session: plan.id.clone(),
+            package,
+        };
+        let (signature, signers) =
+            self.threshold_sign(&c, &group, &candidates, &digest, "signer", commit, share).await?;
+        Ok(Attestation {
+            consortium: consortium.to_owned(),
+            group_key: group.public_key().to_string(),
+            request_hash: hex(&statement.request_hash),
+            transcript_hash: hex(&statement.transcript_hash),
+            signature: signature.to_string(),
+            signers,
+        })
+    }
+}
+
+impl Service {
+    /// FROST signing of `digest` by the first `t` of `candidates` (members of
+    /// `c`, in order) that commit, driven from here over the control channel:
+    /// round 1 (`commit()` to each until `t` committed; refusals are
+    /// collected), the signing package, round 2 (`share(package)` to each
+    /// signer), aggregation (an invalid share is blamed on its signer, called
+    /// a `role`) and verification under the group key. Returns the signature
+    /// and the signers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn threshold_sign(
+        &self,
+        c: &Consortium,
+        group: &GroupKey,
+        candidates: &[String],
+        digest: &[u8; 32],
+        role: &str,
+        commit: impl Fn() -> ConsortiumMsg,
+        share: impl Fn(SigningPackage) -> ConsortiumMsg,
+    ) -> Result<(Signature, Vec<String>), String> {
         let t = usize::from(c.threshold());
         let mut commitments = BTreeMap::new();
         let mut signers = Vec::new();
         let mut refusals = Vec::new();
-        for m in c.members().iter().filter(|m| plan.index_of(m).is_some()) {
+        for m in candidates {
             if commitments.len() == t {
                 break;
             }
-            let msg = ConsortiumMsg::SignCommit {
-                consortium: consortium.to_owned(),
-                session: plan.id.clone(),
-                envelopes: envelopes.clone(),
-            };
-            match self.consortium_ask(m, msg).await {
+            match self.consortium_ask(m, commit()).await {
                 Ok(ConsortiumReply::Commitment { commitment }) => {
-                    let index = c.index(m).ok_or("member index")?;
+                    let index = c.index(m).ok_or_else(|| format!("{m:?} is not a member"))?;
                     commitments.insert(index, commitment);
                     signers.push(m.clone());
                 }
@@ -990,43 +1001,131 @@ impl Service {
         }
         if commitments.len() < t {
             return Err(format!(
-                "only {} of the {t} signers needed agreed to sign: {}",
+                "only {} of the {t} {role}s needed agreed to sign: {}",
                 commitments.len(),
                 refusals.join("; ")
             ));
         }
-        let package = concord_threshold::signing_package(&commitments, &digest).map_err(|e| e.to_string())?;
+        let package = concord_threshold::signing_package(&commitments, digest).map_err(|e| e.to_string())?;
         let mut shares = BTreeMap::new();
         for (index, m) in commitments.keys().zip(&signers) {
-            let msg = ConsortiumMsg::SignShare {
-                consortium: consortium.to_owned(),
-                session: plan.id.clone(),
-                package: package.clone(),
-            };
-            match self.consortium_ask(m, msg).await {
+            match self.consortium_ask(m, share(package.clone())).await {
                 Ok(ConsortiumReply::Share { share }) => {
                     shares.insert(*index, share);
                 }
-                Ok(other) => return Err(format!("signer {m:?} answered {other:?}")),
-                Err(e) => return Err(format!("signer {m:?} did not sign: {}", e.message)),
+                Ok(other) => return Err(format!("{role} {m:?} answered {other:?}")),
+                Err(e) => return Err(format!("{role} {m:?} did not sign: {}", e.message)),
             }
         }
-        let signature: Signature =
-            concord_threshold::aggregate(&commitments, &shares, &group, &digest).map_err(|e| {
-                match e.culprit().and_then(|i| c.name(i)) {
-                    Some(name) => format!("signer {name:?} sent an invalid signature share: {e}"),
-                    None => e.to_string(),
-                }
-            })?;
-        concord_threshold::verify(&group.public_key(), &digest, &signature).map_err(|e| e.to_string())?;
-        Ok(Attestation {
-            consortium: consortium.to_owned(),
-            group_key: group.public_key().to_string(),
-            request_hash: hex(&statement.request_hash),
-            transcript_hash: hex(&statement.transcript_hash),
-            signature: signature.to_string(),
-            signers,
-        })
+        let signature = concord_threshold::aggregate(&commitments, &shares, group, digest).map_err(|e| {
+            match e.culprit().and_then(|i| c.name(i)) {
+                Some(name) => format!("{role} {name:?} sent an invalid signature share: {e}"),
+                None => e.to_string(),
+            }
+        })?;
+        concord_threshold::verify(&group.public_key(), digest, &signature).map_err(|e| e.to_string())?;
+        Ok((signature, signers))
+    }
+}
+
+/// One run of the three rounds of the DKG among a consortium's members (a
+/// key generation, or a refresh of [`crate::rekey`]): the request that starts
+/// round 1 at every member, the one that carries every round-1 broadcast
+/// (members then send their round-2 packages to each other directly), and
+/// the one that finishes.
+pub(crate) struct KeyRounds {
+    /// Round 1, to every member; answered with its broadcast.
+    pub(crate) start: PeerRequest,
+    /// All broadcasts, to every member (given the consortium's name).
+    pub(crate) round1: fn(String, Vec<IndexedRound1>) -> PeerRequest,
+    /// The end, to every member; answered with the group key it derived.
+    pub(crate) finish: PeerRequest,
+}
+
+fn round1_package(reply: PeerReply) -> Result<Round1Msg, PeerReply> {
+    match reply {
+        PeerReply::Consortium(r) => match *r {
+            ConsortiumReply::Round1 { package } => Ok(package),
+            other => Err(PeerReply::Consortium(Box::new(other))),
+        },
+        PeerReply::Rekey(r) => match *r {
+            crate::rekey::RekeyReply::Round1 { package } => Ok(package),
+            other => Err(PeerReply::Rekey(Box::new(other))),
+        },
+        other => Err(other),
+    }
+}
+
+fn finished_key(reply: PeerReply) -> Result<GroupKey, PeerReply> {
+    match reply {
+        PeerReply::Consortium(r) => match *r {
+            ConsortiumReply::Finished { group_key } => Ok(*group_key),
+            other => Err(PeerReply::Consortium(Box::new(other))),
+        },
+        PeerReply::Rekey(r) => match *r {
+            crate::rekey::RekeyReply::Finished { group_key } => Ok(*group_key),
+            other => Err(PeerReply::Rekey(Box::new(other))),
+        },
+        other => Err(other),
+    }
+}
+
+impl Service {
+    /// Send a consortium or rekey request to `member`, or handle it here if it is us.
+    pub(crate) async fn call_member(&self, member: &str, req: PeerRequest) -> Result<PeerReply, ServiceError> {
+        if member != self.name() {
+            return self.call(member, &req).await;
+        }
+        let me = self.name().to_owned();
+        match req {
+            PeerRequest::Consortium(msg) => self.handle_consortium(&me, msg).await,
+            PeerRequest::Rekey(msg) => self.handle_rekey(&me, msg).await,
+            other => Err(internal(format!("{other:?} is not a consortium round"))),
+        }
+    }
+
+    /// Drive `rounds` among `members` from here; every member's group key, in member order.
+    pub(crate) async fn run_key_rounds(
+        &self,
+        name: &str,
+        members: &[String],
+        rounds: KeyRounds,
+    ) -> Result<Vec<(String, GroupKey)>, String> {
+        // Round 1: every member's broadcast, collected here.
+        let mut round1 = Vec::with_capacity(members.len());
+        for (i, m) in members.iter().enumerate() {
+            match self.call_member(m, rounds.start.clone()).await.map(round1_package) {
+                Ok(Ok(package)) => round1.push(IndexedRound1 { index: i as u16 + 1, package }),
+                Ok(Err(other)) => return Err(format!("member {m:?} answered round 1 with {other:?}")),
+                Err(e) => return Err(format!("member {m:?} failed round 1: {}", e.message)),
+            }
+        }
+        // Round 2: broadcast all of round 1; members exchange their secret packages directly.
+        let mut calls = Vec::new();
+        for m in members {
+            let (svc, m, req) = (self.clone(), m.clone(), (rounds.round1)(name.to_owned(), round1.clone()));
+            calls.push(tokio::spawn(async move {
+                let r = svc.call_member(&m, req).await;
+                (m, r)
+            }));
+        }
+        for call in calls {
+            match call.await {
+                Ok((_, Ok(_))) => {}
+                Ok((m, Err(e))) => return Err(format!("member {m:?} failed round 2: {}", e.message)),
+                Err(e) => return Err(format!("internal: {e}")),
+            }
+        }
+        // Finish: every member derives its share and the group key.
+        let mut keys = Vec::with_capacity(members.len());
+        for m in members {
+            match self.call_member(m, rounds.finish.clone()).await.map(finished_key) {
+                Ok(Ok(key)) => keys.push((m.clone(), key)),
+                Ok(Err(other)) => return Err(format!("member {m:?} answered the last round with {other:?}")),
+                Err(e) => return Err(format!("member {m:?} failed the last round: {}", e.message)),
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -394,7 +394,7 @@ impl Service {
         }
     }
 
-    async fn handle_rekey(&self, from: &str, msg: RekeyMsg) -> Result<PeerReply, ServiceError> {
+    pub(crate) async fn handle_rekey(&self, from: &str, msg: RekeyMsg) -> Result<PeerReply, ServiceError> {
         match msg {
             RekeyMsg::RefreshStart { name, members, threshold, group_key } => {
                 self.on_refresh_start(from, &name, members, threshold, &group_key)
@@ -666,44 +666,17 @@ impl Service {
 
     async fn run_refresh(&self, name: &str, c: &Consortium, rec: &ConsortiumRecord, key: &str) -> Result<(), String> {
         let members = c.members().to_vec();
-        let mut round1 = Vec::with_capacity(members.len());
-        for (i, m) in members.iter().enumerate() {
-            let msg = RekeyMsg::RefreshStart {
+        let rounds = cons::KeyRounds {
+            start: PeerRequest::Rekey(RekeyMsg::RefreshStart {
                 name: name.to_owned(),
                 members: members.clone(),
                 threshold: rec.threshold,
                 group_key: key.to_owned(),
-            };
-            match self.rekey_ask(m, msg).await {
-                Ok(RekeyReply::Round1 { package }) => round1.push(IndexedRound1 { index: i as u16 + 1, package }),
-                Ok(other) => return Err(format!("member {m:?} answered round 1 with {other:?}")),
-                Err(e) => return Err(format!("member {m:?} failed round 1: {}", e.message)),
-            }
-        }
-        let mut calls = Vec::new();
-        for m in &members {
-            let (svc, m, msg) =
-                (self.clone(), m.clone(), RekeyMsg::RefreshRound1 { name: name.to_owned(), round1: round1.clone() });
-            calls.push(tokio::spawn(async move {
-                let r = svc.rekey_call(&m, msg).await;
-                (m, r)
-            }));
-        }
-        for call in calls {
-            match call.await {
-                Ok((_, Ok(_))) => {}
-                Ok((m, Err(e))) => return Err(format!("member {m:?} failed round 2: {}", e.message)),
-                Err(e) => return Err(format!("internal: {e}")),
-            }
-        }
-        let mut keys: Vec<(String, GroupKey)> = Vec::with_capacity(members.len());
-        for m in &members {
-            match self.rekey_ask(m, RekeyMsg::RefreshFinish { name: name.to_owned() }).await {
-                Ok(RekeyReply::Finished { group_key }) => keys.push((m.clone(), *group_key)),
-                Ok(other) => return Err(format!("member {m:?} answered the last round with {other:?}")),
-                Err(e) => return Err(format!("member {m:?} failed the last round: {}", e.message)),
-            }
-        }
+            }),
+            round1: |name, round1| PeerRequest::Rekey(RekeyMsg::RefreshRound1 { name, round1 }),
+            finish: PeerRequest::Rekey(RekeyMsg::RefreshFinish { name: name.to_owned() }),
+        };
+        let keys = self.run_key_rounds(name, &members, rounds).await?;
         let (first_name, first) = keys.first().cloned().ok_or("no members")?;
         for (m, k) in &keys {
             if k.public_key().to_string() != key {
