@@ -485,26 +485,12 @@ mod tests {
             expires_at_ms: 2,
         };
         let signed = concord_access::sign(request, &AnalystSecretKey::from_seed([3; 32]));
-        let spec = concord_session::SessionSpec::plan(
-            "table = \"t\"\nmax_rows = 100\n\n[[column]]\nname = \"x\"\ntype = \"int\"\nmin = 0\nmax = 9\n",
-            sql,
-            3,
-            &concord_session::SessionOptions::default(),
-        )
-        .unwrap();
         SessionPlan {
-            id: "00112233445566778899aabbccddeeff".into(),
-            coordinator: "a".into(),
-            dataset: "t".into(),
-            parties: Vec::new(),
-            spec,
             analyst_key: "07".repeat(32),
             analyst: "alice".into(),
-            options: concord_session::SessionOptions::default(),
             request: Some(signed),
-            created_at: 1,
-            consortium: None,
             approval_consortium: Some("owners".into()),
+            ..crate::testing::plan(sql, &["a", "b", "c"])
         }
     }
 

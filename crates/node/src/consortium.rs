@@ -1137,13 +1137,13 @@ fn os_rng() -> rand_chacha::ChaCha12Rng {
 // -------------------------------------------------------------------------
 // HTTP API (routes in crate::server).
 
-type ApiResult = Result<(axum::http::StatusCode, axum::Json<Value>), (axum::http::StatusCode, axum::Json<Value>)>;
+/// An API answer of the consortium, rekey and unlock routes: status and JSON, or a failure.
+pub(crate) type ApiResult = Result<(axum::http::StatusCode, axum::Json<Value>), ApiFailure>;
+/// A refused or failed API request: status and `{"error": {"code", "message"}}`.
+pub(crate) type ApiFailure = (axum::http::StatusCode, axum::Json<Value>);
 
-fn api_error(
-    status: axum::http::StatusCode,
-    code: &str,
-    message: String,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
+/// An API failure, logged (as an error for 5xx, a warning otherwise).
+pub(crate) fn api_error(status: axum::http::StatusCode, code: &str, message: String) -> ApiFailure {
     if status.is_server_error() {
         tracing::error!(status = status.as_u16(), code, message = %message, "API request failed");
     } else {
@@ -1243,34 +1243,7 @@ mod tests {
     use concord_session::seal::seal;
 
     fn plan() -> SessionPlan {
-        let spec = concord_session::SessionSpec::plan(
-            "table = \"t\"\nmax_rows = 100\n\n[[column]]\nname = \"x\"\ntype = \"int\"\nmin = 0\nmax = 9\n",
-            "SELECT COUNT(*) FROM t",
-            2,
-            &concord_session::SessionOptions::default(),
-        )
-        .unwrap();
-        SessionPlan {
-            id: "00112233445566778899aabbccddeeff".into(),
-            coordinator: "a".into(),
-            dataset: "t".into(),
-            parties: ["a", "b"]
-                .iter()
-                .map(|n| crate::service::PlanParty {
-                    name: (*n).into(),
-                    address: "127.0.0.1:1".into(),
-                    tls_fingerprint: "00".repeat(32),
-                })
-                .collect(),
-            spec,
-            analyst_key: "11".repeat(32),
-            analyst: "x".into(),
-            options: concord_session::SessionOptions::default(),
-            request: None,
-            created_at: 1,
-            consortium: Some("c".into()),
-            approval_consortium: None,
-        }
+        SessionPlan { consortium: Some("c".into()), ..crate::testing::plan("SELECT COUNT(*) FROM t", &["a", "b"]) }
     }
 
     fn envelopes() -> Vec<Envelope> {

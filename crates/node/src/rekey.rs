@@ -64,7 +64,7 @@ use concord_threshold::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::consortium::{self as cons, ConsortiumRecord, IndexedRound1};
+use crate::consortium::{self as cons, api_error, ApiResult, ConsortiumRecord, IndexedRound1};
 use crate::service::{PeerReply, PeerRequest, Service, ServiceError};
 use crate::NodeError;
 
@@ -974,21 +974,6 @@ impl Service {
 
 // -------------------------------------------------------------------------
 // HTTP API (routes in crate::server).
-
-type ApiResult = Result<(axum::http::StatusCode, axum::Json<Value>), (axum::http::StatusCode, axum::Json<Value>)>;
-
-fn api_error(
-    status: axum::http::StatusCode,
-    code: &str,
-    message: String,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
-    if status.is_server_error() {
-        tracing::error!(status = status.as_u16(), code, message = %message, "API request failed");
-    } else {
-        tracing::warn!(status = status.as_u16(), code, message = %message, "API request refused");
-    }
-    (status, axum::Json(json!({ "error": { "code": code, "message": message } })))
-}
 
 fn service_status(code: &str) -> axum::http::StatusCode {
     use axum::http::StatusCode;

@@ -37,3 +37,36 @@ pub(crate) fn dkg_2_of_3(rng: &mut rand_chacha::ChaCha12Rng) -> (Vec<KeyShare>, 
     }
     (shares, group.unwrap())
 }
+
+/// A plan of `sql` over a one-column table `t` (`x`, int in [0, 9]) with
+/// `parties` (node names; the first coordinates), analyst `x`, no request.
+pub(crate) fn plan(sql: &str, parties: &[&str]) -> crate::service::SessionPlan {
+    let spec = concord_session::SessionSpec::plan(
+        "table = \"t\"\nmax_rows = 100\n\n[[column]]\nname = \"x\"\ntype = \"int\"\nmin = 0\nmax = 9\n",
+        sql,
+        parties.len(),
+        &concord_session::SessionOptions::default(),
+    )
+    .unwrap();
+    crate::service::SessionPlan {
+        id: "00112233445566778899aabbccddeeff".into(),
+        coordinator: parties.first().map(|p| (*p).to_owned()).unwrap_or_default(),
+        dataset: "t".into(),
+        parties: parties
+            .iter()
+            .map(|n| crate::service::PlanParty {
+                name: (*n).into(),
+                address: "127.0.0.1:1".into(),
+                tls_fingerprint: "00".repeat(32),
+            })
+            .collect(),
+        spec,
+        analyst_key: "11".repeat(32),
+        analyst: "x".into(),
+        options: concord_session::SessionOptions::default(),
+        request: None,
+        created_at: 1,
+        consortium: None,
+        approval_consortium: None,
+    }
+}

@@ -47,6 +47,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::consortium::{api_error, ApiFailure, ApiResult};
 use crate::service::{PeerReply, PeerRequest, Service, ServiceError};
 use crate::store::Store;
 use crate::{hex, unix_now, NodeError};
@@ -1206,18 +1207,6 @@ impl Service {
 
 // -------------------------------------------------------------------------
 // HTTP API (routes in crate::server).
-
-type ApiResult = Result<(axum::http::StatusCode, axum::Json<Value>), (axum::http::StatusCode, axum::Json<Value>)>;
-type ApiFailure = (axum::http::StatusCode, axum::Json<Value>);
-
-fn api_error(status: axum::http::StatusCode, code: &str, message: String) -> ApiFailure {
-    if status.is_server_error() {
-        tracing::error!(status = status.as_u16(), code, message = %message, "API request failed");
-    } else {
-        tracing::warn!(status = status.as_u16(), code, message = %message, "API request refused");
-    }
-    (status, axum::Json(json!({ "error": { "code": code, "message": message } })))
-}
 
 fn service_failure(e: ServiceError) -> ApiFailure {
     use axum::http::StatusCode;
