@@ -165,6 +165,8 @@ fn two_of_three_data_owners_approve_with_one_threshold_signature() {
         assert_eq!(session(api, &id)["approval"], approval, "{api}");
         assert_eq!(session(api, &id)["state"], "done");
     }
+    let b_own = session(&apis[1], &id)["progress"].to_string();
+    assert!(b_own.contains("approval not needed (k data owners approved)"), "{b_own}");
     // ... and says so in its audit trail.
     for api in &apis {
         let (_, page) = common::get(api, "/");

@@ -1006,7 +1006,8 @@ impl Service {
             self.check_request_covers(&plan, verified, allowed).map_err(|e| self.refused(e))?;
             needs_approval = allowed.needs_operator_approval;
         }
-        let approver = self.approvers(&plan)?.is_some_and(|(members, _)| members.contains(&me));
+        let approver =
+            self.approvers(&plan).map_err(|e| self.refused(e))?.is_some_and(|(members, _)| members.contains(&me));
         // This node's own privacy checks, as every participant does them.
         self.check_privacy(&plan)?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| err("internal", e.to_string()))?;
@@ -1593,6 +1594,10 @@ impl Service {
         let index = plan.index_of(self.name()).ok_or_else(|| err("not_a_party", "this node is not a party"))?;
         self.check_approval_held(&plan)?;
         self.store().set_session_state(id, SessionState::Running, None)?;
+        if self.phase_of(id, self.name()).as_deref() == Some(AWAITING_APPROVAL) {
+            // An approving data owner whose approval was not needed: k others gave theirs.
+            let _ = self.store().set_progress(id, self.name(), "approval not needed (k data owners approved)");
+        }
         self.start_party(plan, index);
         Ok(())
     }
