@@ -167,6 +167,8 @@ fn two_of_three_data_owners_approve_with_one_threshold_signature() {
     }
     let b_own = session(&apis[1], &id)["progress"].to_string();
     assert!(b_own.contains("approval not needed (k data owners approved)"), "{b_own}");
+    let (_, doc) = http(&apis[0], "GET", "/openapi.json", "");
+    assert!(doc["components"]["schemas"]["Session"]["properties"]["approval"]["properties"]["signers"].is_object());
     // ... and says so in its audit trail.
     for api in &apis {
         let (_, page) = common::get(api, "/");

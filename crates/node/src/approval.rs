@@ -136,6 +136,19 @@ pub fn approval_json(store: &Store, id: &str) -> Result<Value, NodeError> {
     Ok(get(store, id)?.map_or(Value::Null, |a| serde_json::to_value(a).unwrap_or(Value::Null)))
 }
 
+/// Add a session's `attestation` and `approval` to the OpenAPI document's `Session` schema.
+pub fn add_openapi(doc: &mut Value) {
+    let props = &mut doc["components"]["schemas"]["Session"]["properties"];
+    props["attestation"] = serde_json::json!({ "type": "object", "nullable": true,
+        "description": "the consortium's threshold signature of the result (docs/WIRE_PROTOCOL.md section 10), or why there is none" });
+    props["approval"] = serde_json::json!({ "type": "object", "nullable": true,
+        "description": "k-of-n data-owner approval: a FROST signature over the signed request's hash",
+        "properties": {
+            "consortium": { "type": "string" }, "group_key": { "type": "string" },
+            "request_hash": { "type": "string" }, "signature": { "type": "string" },
+            "signers": { "type": "array", "items": { "type": "string" } } } });
+}
+
 /// A line for the plan in words, if the session needs a threshold approval.
 pub fn describe(plan: &SessionPlan, store: &Store) -> Option<String> {
     let name = plan.approval_consortium.as_deref()?;

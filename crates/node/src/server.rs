@@ -1236,5 +1236,6 @@ pub fn openapi_document(version: &str) -> Value {
     });
     crate::audit::add_openapi(&mut doc);
     crate::witness::add_openapi(&mut doc);
+    crate::approval::add_openapi(&mut doc);
     doc
 }
