@@ -334,7 +334,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
                 concord_node::approval::check(&plan, &a, &key).map(|()| {
                     format!(
                         "request {} approved by {} of consortium {:?} ({}), group key {key}",
-                        &a.request_hash[..16.min(a.request_hash.len())],
+                        a.request_hash.get(..16).unwrap_or(&a.request_hash),
                         a.signers.len(),
                         a.consortium,
                         a.signers.join(", ")

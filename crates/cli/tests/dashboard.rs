@@ -147,6 +147,18 @@ fn chromium() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
+/// [`chromium`], or `None` after saying the test is skipped; under CI the test must run, so it fails.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (CI is set, so the dashboard test must run): apt-get install chromium");
+        }
+        eprintln!("\n*** SKIPPED: chromium not installed (apt-get install chromium) ***\n");
+    }
+    found
+}
+
 /// Headless Chromium with a fresh profile and nothing running in the background.
 fn chromium_command(chromium: &Path, profile: &Path) -> Command {
     let mut cmd = Command::new(chromium);
@@ -202,13 +214,7 @@ fn visible_text(html: &str) -> String {
 
 #[test]
 fn dashboard_in_headless_chromium() {
-    let Some(chromium) = chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed (CI is set, so the dashboard test must run): apt-get install chromium");
-        }
-        eprintln!("\n*** SKIPPED: chromium not installed (apt-get install chromium) ***\n");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
 
     let root = Dir(std::env::temp_dir().join(format!("concord-cli-dashboard-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&root.0);
@@ -336,13 +342,7 @@ fn form_of(dom: &str, decision: &str) -> (String, String) {
 
 #[test]
 fn approve_and_veto_from_the_approvals_page_in_headless_chromium() {
-    let Some(chromium) = chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed (CI is set, so the dashboard test must run): apt-get install chromium");
-        }
-        eprintln!("\n*** SKIPPED: chromium not installed (apt-get install chromium) ***\n");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let root = Dir(std::env::temp_dir().join(format!("concord-cli-approvals-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&root.0);
     std::fs::create_dir_all(&root.0).unwrap();
